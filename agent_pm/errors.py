@@ -1,0 +1,85 @@
+"""The one exception hierarchy of Agent PM's plugin platform.
+
+Every error the platform raises on purpose derives from :class:`AgentPMError`; the HTTP edge maps
+each class to one status code (``agent_pm.api.errors``) and nothing else needs to know about HTTP.
+
+    AgentPMError
+    ├── ManifestError            the manifest cannot be read, parsed or written
+    ├── PluginNotFoundError      no plugin (or entry point) by that name
+    ├── PluginExistsError        a plugin by that name is already in the manifest
+    ├── PluginLoadError          a plugin's module or class cannot be imported or instantiated
+    ├── ConfigValidationError    a config fails the plugin's ``Config`` schema (carries the path)
+    ├── LifecycleError           ``on_enable``/``on_reload`` failed; the previous state still runs
+    ├── RevisionConflictError    an ``If-Match`` revision is stale
+    ├── InstallRefusedError      a module is outside the install allowlist
+    └── EmitLoopError            ``emit`` recursed past the bounded depth
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentPMError",
+    "ConfigValidationError",
+    "EmitLoopError",
+    "InstallRefusedError",
+    "LifecycleError",
+    "ManifestError",
+    "PluginExistsError",
+    "PluginLoadError",
+    "PluginNotFoundError",
+    "RevisionConflictError",
+]
+
+
+class AgentPMError(Exception):
+    """Base of every error the platform raises deliberately."""
+
+
+class ManifestError(AgentPMError):
+    """Raised when the manifest is not YAML, not a list, unsafe, too large, or cannot be written."""
+
+
+class PluginNotFoundError(AgentPMError, LookupError):
+    """Raised when an operation names a plugin, entry point or hook route that does not exist."""
+
+
+class PluginExistsError(AgentPMError):
+    """Raised when installing a plugin under a name the manifest already holds."""
+
+
+class PluginLoadError(AgentPMError):
+    """Raised when a plugin's module cannot be imported, its class is not a ``PluginBase``, or its
+    constructor fails."""
+
+
+class ConfigValidationError(AgentPMError, ValueError):
+    """Raised when a config does not match the plugin's ``Config`` struct.
+
+    ``path`` names the offending field (``$.channel``), ``detail`` says what is wrong with it.
+    """
+
+    def __init__(self, detail: str, path: str = "$") -> None:
+        super().__init__(f"{detail} (at {path})" if path != "$" else detail)
+        self.detail = detail
+        self.path = path
+
+
+class LifecycleError(AgentPMError):
+    """Raised when ``on_enable`` or ``on_reload`` of a new instance fails; the old one keeps running."""
+
+
+class RevisionConflictError(AgentPMError):
+    """Raised when an admin operation carries a revision that is no longer the current one."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"revision {expected} is stale; the current revision is {current}")
+        self.expected = expected
+        self.current = current
+
+
+class InstallRefusedError(AgentPMError, PermissionError):
+    """Raised when installing by module path outside ``PLUGIN_INSTALL_ALLOW``; nothing is imported."""
+
+
+class EmitLoopError(AgentPMError):
+    """Raised when plugins emit to each other deeper than the registry's bounded emit depth."""

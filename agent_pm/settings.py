@@ -1,0 +1,76 @@
+"""Settings: the one place that reads the process environment.
+
+Everything else receives a :class:`Settings` instance as an argument, so tests build their own
+with :meth:`Settings.from_env` on a dictionary instead of patching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["DEFAULT_MANIFEST", "Settings"]
+
+DEFAULT_MANIFEST = Path("config/plugins.yaml")
+
+
+def _float(environ: Mapping[str, str], key: str, default: float) -> float:
+    raw = environ.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{key} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{key} must be positive, got {raw!r}")
+    return value
+
+
+def _prefixes(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Environment-driven configuration of the service.
+
+    Secret-bearing fields are excluded from ``repr`` so a logged ``Settings`` leaks nothing.
+    Attributes named after a plugin secret (``slack_bot_token`` for ``SLACK_BOT_TOKEN``) are step
+    three of the secret resolution chain.
+    """
+
+    plugin_config_path: Path = DEFAULT_MANIFEST
+    plugin_secret_path: Path | None = None
+    hook_timeout_seconds: float = 10.0
+    plugin_install_allow: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    admin_api_key: str | None = field(default=None, repr=False)
+    session_secret: str | None = field(default=None, repr=False)
+    jira_base_url: str | None = None
+    jira_email: str | None = field(default=None, repr=False)
+    jira_api_token: str | None = field(default=None, repr=False)
+    slack_bot_token: str | None = field(default=None, repr=False)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: the process environment)."""
+        env = dict(os.environ if environ is None else environ)
+        secret_path = env.get("PLUGIN_SECRET_PATH")
+        return cls(
+            plugin_config_path=Path(env.get("PLUGIN_CONFIG_PATH") or DEFAULT_MANIFEST),
+            plugin_secret_path=Path(secret_path) if secret_path else None,
+            hook_timeout_seconds=_float(env, "HOOK_TIMEOUT_SECONDS", 10.0),
+            plugin_install_allow=_prefixes(env.get("PLUGIN_INSTALL_ALLOW")),
+            api_key=env.get("API_KEY") or None,
+            admin_api_key=env.get("ADMIN_API_KEY") or None,
+            session_secret=env.get("SESSION_SECRET") or None,
+            jira_base_url=env.get("JIRA_BASE_URL") or None,
+            jira_email=env.get("JIRA_EMAIL") or None,
+            jira_api_token=env.get("JIRA_API_TOKEN") or None,
+            slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            environ=env,
+        )
