@@ -65,7 +65,7 @@ class ConfigValidationError(AgentPMError, ValueError):
 
 
 class LifecycleError(AgentPMError):
-    """Raised when ``on_enable`` or ``on_reload`` of a new instance fails; the old one keeps running."""
+    """Raised when a new instance's ``on_enable``/``on_reload`` fails; the old one keeps running."""
 
 
 class RevisionConflictError(AgentPMError):
@@ -78,7 +78,7 @@ class RevisionConflictError(AgentPMError):
 
 
 class InstallRefusedError(AgentPMError, PermissionError):
-    """Raised when installing by module path outside ``PLUGIN_INSTALL_ALLOW``; nothing is imported."""
+    """Raised when installing a module outside ``PLUGIN_INSTALL_ALLOW``; nothing is imported."""
 
 
 class EmitLoopError(AgentPMError):

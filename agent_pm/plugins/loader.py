@@ -1,0 +1,107 @@
+"""Turning a manifest entry into a plugin class and a validated config."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+import msgspec
+
+from agent_pm.errors import ConfigValidationError, PluginLoadError
+from agent_pm.plugins.base import PluginBase
+from agent_pm.plugins.dispatch import describe
+
+__all__ = ["handler_hooks", "import_plugin_class", "validate_config"]
+
+# Core modules are never re-imported by a plugin reload: only plugin code is hot.
+_CORE_PREFIX = "agent_pm."
+_RELOADABLE_CORE = "agent_pm.plugins.builtin."
+
+
+def _split(path: str) -> tuple[str, str]:
+    module_name, _, attribute = path.partition(":")
+    return module_name, attribute
+
+
+def import_plugin_class(path: str, *, fresh: bool = False) -> type[PluginBase]:
+    """Import ``pkg.mod:Class`` and check it is a ``PluginBase`` subclass.
+
+    With ``fresh``, the module and its sibling modules are imported anew, leaving the modules the
+    running instance came from untouched; if the new import fails, they are put back.
+    """
+    module_name, attribute = _split(path)
+    saved = _forget(module_name) if fresh else {}
+    try:
+        importlib.invalidate_caches()
+        module = importlib.import_module(module_name)
+    except BaseException as exc:
+        _restore(module_name, saved)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise PluginLoadError(f"cannot import {module_name}: {describe(exc)}") from exc
+    cls = getattr(module, attribute, None)
+    if not (inspect.isclass(cls) and issubclass(cls, PluginBase)):
+        _restore(module_name, saved)
+        raise PluginLoadError(f"{path} is not a PluginBase subclass")
+    return cls
+
+
+def _family(module_name: str) -> list[str]:
+    """The loaded modules a reload of ``module_name`` re-imports: it and its package's modules."""
+    package = module_name.rpartition(".")[0] or module_name
+    prefix = package + "."
+    names = [
+        name
+        for name in list(sys.modules)
+        if name in (module_name, package) or name.startswith(prefix)
+    ]
+    return [
+        name
+        for name in names
+        if not name.startswith(_CORE_PREFIX) or name.startswith(_RELOADABLE_CORE)
+        if name not in ("agent_pm", "agent_pm.plugins")
+    ]
+
+
+def _forget(module_name: str) -> dict[str, ModuleType]:
+    return {name: sys.modules.pop(name) for name in _family(module_name) if name in sys.modules}
+
+
+def _restore(module_name: str, saved: Mapping[str, ModuleType]) -> None:
+    if not saved:
+        return
+    for name in _family(module_name):
+        sys.modules.pop(name, None)
+    sys.modules.update(saved)
+
+
+def handler_hooks(cls: type[PluginBase], hooks: list[str] | None) -> tuple[str, ...]:
+    """The hooks a plugin subscribes to; each must have a handler method of the same name."""
+    chosen = tuple(hooks) if hooks is not None else tuple(cls.hooks)
+    missing = [hook for hook in chosen if not callable(getattr(cls, hook, None))]
+    if missing:
+        raise PluginLoadError(f"{cls.__name__} has no handler for hook(s): {', '.join(missing)}")
+    return chosen
+
+
+def validate_config(cls: type[PluginBase], config: Mapping[str, Any]) -> Any:
+    """Convert ``config`` (less ``secrets``) into the plugin's ``Config``; reject unknown keys."""
+    values = {key: value for key, value in config.items() if key != "secrets"}
+    if "secrets" in config and not isinstance(config["secrets"], Mapping):
+        raise ConfigValidationError("secrets must be a mapping of secret names", "$.secrets")
+    schema = cls.Config
+    if schema is None:
+        return values
+    known = {field.encode_name for field in msgspec.structs.fields(schema)}
+    for key in values:
+        if key not in known:
+            raise ConfigValidationError(f"unknown config key {key!r}", f"$.{key}")
+    try:
+        return msgspec.convert(values, schema, strict=True)
+    except msgspec.ValidationError as exc:
+        detail, _, where = str(exc).partition(" - at `")
+        raise ConfigValidationError(detail, where.rstrip("`") or "$") from None

@@ -1,0 +1,606 @@
+"""PluginRegistry: plugin states, hook dispatch and the admin operations that change them.
+
+Admin operations are serialized by one lock. Each builds and validates its candidate first
+(config, import, instance, lifecycle), then writes the manifest atomically, and only then swaps
+the candidate in: a failure at any step leaves the previous state running and says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+
+from agent_pm.errors import (
+    AgentPMError,
+    EmitLoopError,
+    InstallRefusedError,
+    LifecycleError,
+    ManifestError,
+    PluginExistsError,
+    PluginLoadError,
+    PluginNotFoundError,
+    RevisionConflictError,
+)
+from agent_pm.plugins.base import Emitter, PluginBase
+from agent_pm.plugins.bus import Bus, StateChange
+from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target, describe
+from agent_pm.plugins.loader import handler_hooks, import_plugin_class, validate_config
+from agent_pm.plugins.manifest import Manifest, ManifestItem, to_plain
+from agent_pm.plugins.record import PluginRecord
+from agent_pm.plugins.secrets import SecretResolver, redact, unmask_config
+from agent_pm.plugins.telemetry import HookSample, PluginTelemetry, Status, now
+from agent_pm.settings import Settings
+
+__all__ = ["PluginRegistry"]
+
+logger = logging.getLogger(__name__)
+BUILTIN_PACKAGE = "agent_pm.plugins.builtin"
+_emit_depth: contextvars.ContextVar[int] = contextvars.ContextVar("agent_pm_emit_depth", default=0)
+
+
+class PluginRegistry(Emitter):
+    """The plugins of one manifest; an async context manager that owns their lifecycle.
+
+    ``async with PluginRegistry(path, settings) as registry:`` loads the manifest and enables the
+    enabled entries; leaving the block disables them and waits for background work.
+    """
+
+    def __init__(
+        self,
+        manifest_path: Path | str | None = None,
+        settings: Settings | None = None,
+        *,
+        bus: Bus | None = None,
+        max_emit_depth: int = 8,
+        max_background: int = 1_000,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.manifest_path = Path(manifest_path or self.settings.plugin_config_path)
+        self.bus = bus or Bus()
+        self.revision = 0
+        self.config_errors: list[str] = []
+        self.max_emit_depth = max_emit_depth
+        self.max_background = max_background
+        self._records: dict[str, PluginRecord] = {}
+        self._targets: dict[str, tuple[Target, ...]] = {}
+        self._manifest: Manifest | None = None
+        self._resolver = SecretResolver(self.settings)
+        self._dispatcher = Dispatcher(self._record_sample)
+        self._lock = anyio.Lock()
+        self._background = 0
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread = 0
+
+    # -- lifecycle of the registry itself ---------------------------------------------------
+
+    async def __aenter__(self) -> PluginRegistry:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._loop_token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        try:
+            self._manifest = await anyio.to_thread.run_sync(Manifest.load, self.manifest_path)
+        except ManifestError as exc:
+            self.config_errors = [str(exc)]
+            logger.error("manifest %s not loaded: %s", self.manifest_path, exc)
+        else:
+            for item in self._manifest.items():
+                record = await self._build(item)
+                self._records[record.name] = record
+        self._changed(self._records.values())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            for record in self._records.values():
+                if record.active:
+                    await self._deactivate(record)
+        assert self._task_group is not None
+        try:
+            await self._task_group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._task_group = None
+            self.bus.close()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, name: str) -> PluginBase | None:
+        """The running instance of plugin ``name``, or ``None`` while it is not active."""
+        return self._find(name).instance
+
+    def names(self) -> list[str]:
+        return list(self._records)
+
+    def list_metadata(self, *, history: bool = True) -> list[dict[str, Any]]:
+        """Metadata of every manifest entry, in manifest order; secrets masked."""
+        return [record.metadata(history=history) for record in self._records.values()]
+
+    def metadata_for(self, name: str, *, history: bool = True) -> dict[str, Any]:
+        return self._find(name).metadata(history=history)
+
+    def history(
+        self, name: str, hook: str | None = None, limit: int | None = None
+    ) -> dict[str, list[Any]]:
+        """Recorded samples of plugin ``name`` per hook, oldest first."""
+        return self._find(name).telemetry.samples(hook, limit)
+
+    def active_plugins(self) -> list[tuple[str, PluginBase]]:
+        """``(name, instance)`` of every active plugin, in manifest order."""
+        return [(r.name, r.instance) for r in self._records.values() if r.instance and r.active]
+
+    def hooks(self) -> list[str]:
+        """Every hook at least one active plugin subscribes to."""
+        return sorted(self._targets)
+
+    def _find(self, name: str) -> PluginRecord:
+        try:
+            return self._records[name]
+        except KeyError:
+            raise PluginNotFoundError(f"no plugin named {name!r}") from None
+
+    # -- hook dispatch -------------------------------------------------------------------
+
+    async def fire(self, hook: str, /, **payload: Any) -> list[HookResult]:
+        """Run ``hook`` on every active subscribed plugin concurrently; one result each."""
+        return await self._dispatcher.fire(hook, payload, self._targets.get(hook, ()))
+
+    def fire_nowait(self, hook: str, /, **payload: Any) -> bool:
+        """Fire ``hook`` in the registry's task group; callable from the loop or worker threads.
+
+        Returns ``False`` (and drops the call) when ``max_background`` calls are in flight.
+        """
+        return self._spawn(hook, payload, None, _emit_depth.get())
+
+    async def emit(self, source: str, hook: str, payload: dict[str, Any]) -> list[HookResult]:
+        depth = self._check_emit_depth(source, hook)
+        token = _emit_depth.set(depth + 1)
+        try:
+            return await self._dispatcher.fire(hook, payload, self._targets_except(hook, source))
+        finally:
+            _emit_depth.reset(token)
+
+    def emit_nowait(self, source: str, hook: str, payload: dict[str, Any]) -> bool:
+        depth = self._check_emit_depth(source, hook)
+        return self._spawn(hook, payload, source, depth + 1)
+
+    def _check_emit_depth(self, source: str, hook: str) -> int:
+        depth = _emit_depth.get()
+        if depth >= self.max_emit_depth:
+            message = f"emit of {hook!r} cut at depth {depth}: plugins emit to each other in a loop"
+            if source in self._records:
+                self._records[source].telemetry.add_error("emit", message)
+            raise EmitLoopError(message)
+        return depth
+
+    def _targets_except(self, hook: str, source: str | None) -> tuple[Target, ...]:
+        targets = self._targets.get(hook, ())
+        return tuple(t for t in targets if t.plugin != source) if source else targets
+
+    def _spawn(self, hook: str, payload: dict[str, Any], source: str | None, depth: int) -> bool:
+        if threading.get_ident() == self._loop_thread:
+            return self._start_background(hook, payload, source, depth)
+        return anyio.from_thread.run_sync(
+            self._start_background, hook, payload, source, depth, token=self._loop_token
+        )
+
+    def _start_background(
+        self, hook: str, payload: dict[str, Any], source: str | None, depth: int
+    ) -> bool:
+        if self._task_group is None or self._background >= self.max_background:
+            logger.warning("background fire of %r dropped: too much work in flight", hook)
+            return False
+        self._background += 1
+        self._task_group.start_soon(self._run_background, hook, payload, source, depth)
+        return True
+
+    async def _run_background(
+        self, hook: str, payload: dict[str, Any], source: str | None, depth: int
+    ) -> None:
+        _emit_depth.set(depth)
+        try:
+            await self._dispatcher.fire(hook, payload, self._targets_except(hook, source))
+        finally:
+            self._background -= 1
+
+    def _record_sample(
+        self, target: Target, hook: str, status: Status, duration_ms: float, error: str | None
+    ) -> str | None:
+        record = self._records.get(target.plugin)
+        if error is not None and record is not None:
+            error = redact(error, record.secrets.values.values())
+        sample = HookSample(
+            self.bus.next_seq(), target.plugin, hook, now(), status, duration_ms, error
+        )
+        if record is not None:
+            record.telemetry.add(sample)
+        self.bus.publish(sample)
+        return error
+
+    # -- admin operations ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _admin(self, revision: int | None) -> AsyncIterator[None]:
+        async with self._lock:
+            if revision is not None and revision != self.revision:
+                raise RevisionConflictError(revision, self.revision)
+            yield
+
+    def _editable_manifest(self) -> Manifest:
+        if self._manifest is None:
+            raise ManifestError("the manifest failed to load; fix it and reload before editing")
+        return self._manifest.copy()
+
+    async def _save(self, manifest: Manifest) -> None:
+        await anyio.to_thread.run_sync(manifest.save)
+        self._manifest = manifest
+
+    async def set_enabled(
+        self, name: str, enabled: bool, *, revision: int | None = None
+    ) -> dict[str, Any]:
+        """Enable or disable plugin ``name``, persist it, and return its metadata."""
+        async with self._admin(revision):
+            record = self._require_loadable(name)
+            if enabled and record.active:
+                return record.metadata()
+            if not enabled and record.state == "disabled":
+                return record.metadata()
+            manifest = self._editable_manifest()
+            manifest.find(name)["enabled"] = enabled
+            if enabled:
+                instance = await self._start_instance(record, record.config)
+                await self._save_or_stop(manifest, record, instance)
+                record.instance, record.state, record.error = instance, "enabled", None
+            else:
+                await self._save(manifest)
+                await self._deactivate(record)
+            record.item = _reitem(record.item, manifest, name)
+            self._changed([record])
+            return record.metadata()
+
+    async def update_config(
+        self, name: str, config: dict[str, Any], *, revision: int | None = None
+    ) -> dict[str, Any]:
+        """Replace plugin ``name``'s config (validated; masked secrets keep their stored value)."""
+        async with self._admin(revision):
+            record = self._require_loadable(name)
+            assert record.entry is not None and record.cls is not None
+            full = unmask_config(config, record.entry.config)
+            converted = validate_config(record.cls, full)
+            manifest = self._editable_manifest()
+            manifest.find(name)["config"] = to_plain(full)
+            old = record.instance if record.active else None
+            previous_secrets = record.secrets
+            record.secrets = self._resolve(record.cls, name, full)
+            try:
+                instance = None
+                if record.entry.enabled:
+                    instance = await self._start_instance(record, converted)
+                await self._save_or_stop(manifest, record, instance)
+            except AgentPMError:
+                record.secrets = previous_secrets
+                raise
+            record.item = _reitem(record.item, manifest, name)
+            record.config = converted
+            if instance is not None:
+                record.instance, record.state, record.error = instance, "enabled", None
+            if old is not None:
+                await self._stop(record, old)
+            self._changed([record])
+            return record.metadata()
+
+    async def reload_plugin(self, name: str, *, revision: int | None = None) -> dict[str, Any]:
+        """Re-import plugin ``name``'s code and swap in a new instance.
+
+        If the new code fails to import, validate or start, the old instance keeps running and
+        the error is recorded and raised.
+        """
+        async with self._admin(revision):
+            record = self._find(name)
+            entry = record.entry
+            if entry is None:
+                raise PluginLoadError(
+                    f"plugin {name!r} has an invalid manifest entry: {record.error}"
+                )
+            try:
+                cls = import_plugin_class(entry.module, fresh=True)
+                hooks = handler_hooks(cls, entry.hooks)
+                config = validate_config(cls, entry.config)
+            except AgentPMError as exc:
+                record.telemetry.add_error("reload", str(exc))
+                self._changed([record])
+                raise
+            candidate = PluginRecord(
+                record.item,
+                cls=cls,
+                config=config,
+                hooks=hooks,
+                timeout=self._timeout_for(cls, entry.timeout_seconds),
+                telemetry=record.telemetry,
+                limiter=record.limiter,
+            )
+            candidate.secrets = self._resolve(cls, name, entry.config)
+            if entry.enabled:
+                try:
+                    candidate.instance = await self._start_instance(candidate, config)
+                    await self._lifecycle(candidate, candidate.instance, "on_reload")
+                except LifecycleError:
+                    if candidate.instance is not None:
+                        await self._stop(candidate, candidate.instance)
+                    self._changed([record])
+                    raise
+                candidate.state = "enabled"
+            old = record.instance if record.active else None
+            self._records[name] = candidate
+            if old is not None:
+                await self._stop(candidate, old)
+            self._changed([candidate])
+            return candidate.metadata()
+
+    async def reload(self, *, revision: int | None = None) -> list[dict[str, Any]]:
+        """Re-read the manifest and apply only what changed.
+
+        Unchanged plugins keep their instance and telemetry (``on_reload`` is called on active
+        ones); changed entries are rebuilt; removed ones are disabled. A manifest that does not
+        parse leaves everything running and is reported in ``config_errors``.
+        """
+        async with self._admin(revision):
+            try:
+                manifest = await anyio.to_thread.run_sync(Manifest.load, self.manifest_path)
+            except ManifestError as exc:
+                self.config_errors = [str(exc)]
+                raise
+            self.config_errors = []
+            self._manifest = manifest
+            await self._apply(list(manifest.items()))
+            return self.list_metadata()
+
+    async def _apply(self, items: list[ManifestItem]) -> None:
+        previous = self._records
+        updated: dict[str, PluginRecord] = {}
+        for item in items:
+            old = previous.get(item.key)
+            if old is not None and old.item.entry == item.entry and old.item.error == item.error:
+                old.item = item
+                updated[item.key] = old
+                if old.active and old.instance is not None:
+                    await self._run_quietly(old, old.instance, "on_reload")
+                continue
+            if old is not None and old.active:
+                await self._deactivate(old)
+            telemetry = old.telemetry if old is not None else PluginTelemetry()
+            updated[item.key] = await self._build(item, telemetry)
+        for name, old in previous.items():
+            if name not in updated and old.active:
+                await self._deactivate(old)
+        self._records = updated
+        self._changed(updated.values(), removed=[n for n in previous if n not in updated])
+
+    async def remove(self, name: str, *, revision: int | None = None) -> None:
+        """Disable plugin ``name`` and delete its manifest entry."""
+        async with self._admin(revision):
+            record = self._find(name)
+            manifest = self._editable_manifest()
+            index = next(i.index for i in manifest.items() if i.key == name)
+            del manifest.root[index]
+            await self._save(manifest)
+            if record.active:
+                await self._deactivate(record)
+            del self._records[name]
+            self._changed([], removed=[name])
+
+    async def install(
+        self,
+        module: str,
+        *,
+        name: str | None = None,
+        enabled: bool = False,
+        description: str | None = None,
+        config: dict[str, Any] | None = None,
+        revision: int | None = None,
+        trusted: bool = False,
+    ) -> dict[str, Any]:
+        """Add a manifest entry for the plugin class at ``module`` (``pkg.mod:Class``).
+
+        Unless ``trusted`` (an entry point from the installed catalogue), the module must match
+        ``PLUGIN_INSTALL_ALLOW`` or the built-in package, checked before anything is imported.
+        The config is validated before anything is written. If enabling fails, the entry is
+        still saved, disabled, with the error recorded.
+        """
+        async with self._admin(revision):
+            if not trusted:
+                self._check_install_allowed(module)
+            cls = import_plugin_class(module)
+            plugin_name = name or cls.name
+            if not plugin_name:
+                raise PluginLoadError(f"{module} declares no name; pass one")
+            if plugin_name in self._records:
+                raise PluginExistsError(f"a plugin named {plugin_name!r} already exists")
+            entry_config = dict(config or {})
+            validate_config(cls, entry_config)
+            raw: dict[str, Any] = {"name": plugin_name, "module": module, "enabled": enabled}
+            raw["description"] = description if description is not None else cls.description
+            raw["hooks"] = list(cls.hooks)
+            raw["config"] = entry_config
+            manifest = self._editable_manifest()
+            manifest.root.append(raw)
+            items = {item.key: item for item in manifest.items()}
+            item = items[plugin_name]
+            if item.entry is None:
+                raise PluginLoadError(f"cannot install {plugin_name!r}: {item.error}")
+            record = await self._build(item)
+            if enabled and not record.active:
+                manifest.find(plugin_name)["enabled"] = False
+                record.item = _reitem(item, manifest, plugin_name)
+                record.state = "disabled"
+            await self._save_or_stop(manifest, record, record.instance)
+            self._records[plugin_name] = record
+            self._changed([record])
+            return record.metadata()
+
+    # -- building and running plugins ----------------------------------------------------
+
+    def _check_install_allowed(self, module: str) -> None:
+        module_name = module.partition(":")[0]
+        prefixes = (*self.settings.plugin_install_allow, BUILTIN_PACKAGE)
+        for prefix in prefixes:
+            stem = prefix.rstrip(".")
+            if module_name == stem or module_name.startswith(stem + "."):
+                return
+        raise InstallRefusedError(
+            f"module {module_name!r} is not allowed; add its package to PLUGIN_INSTALL_ALLOW"
+        )
+
+    def _require_loadable(self, name: str) -> PluginRecord:
+        record = self._find(name)
+        if record.entry is None or record.cls is None:
+            raise PluginLoadError(f"plugin {name!r} is invalid: {record.error}")
+        return record
+
+    def _timeout_for(self, cls: type[PluginBase], override: float | None) -> float:
+        return override or cls.timeout or self.settings.hook_timeout_seconds
+
+    def _resolve(self, cls: type[PluginBase], name: str, config: dict[str, Any]) -> Any:
+        inline = config.get("secrets")
+        return self._resolver.resolve(
+            name, cls.required_secrets, inline if isinstance(inline, dict) else {}
+        )
+
+    async def _build(
+        self, item: ManifestItem, telemetry: PluginTelemetry | None = None
+    ) -> PluginRecord:
+        """A record for ``item``: invalid if it cannot be loaded, failed if it cannot start."""
+        record = PluginRecord(item, telemetry=telemetry or PluginTelemetry())
+        entry = item.entry
+        if entry is None:
+            return self._invalid(record, item.error or "invalid manifest entry")
+        try:
+            record.cls = import_plugin_class(entry.module)
+            record.hooks = handler_hooks(record.cls, entry.hooks)
+            record.config = validate_config(record.cls, entry.config)
+        except AgentPMError as exc:
+            return self._invalid(record, str(exc))
+        record.timeout = self._timeout_for(record.cls, entry.timeout_seconds)
+        record.secrets = self._resolve(record.cls, entry.name, entry.config)
+        if entry.enabled:
+            try:
+                record.instance = await self._start_instance(record, record.config)
+                record.state = "enabled"
+            except LifecycleError as exc:
+                record.state, record.error = "failed", str(exc)
+        return record
+
+    def _invalid(self, record: PluginRecord, error: str) -> PluginRecord:
+        record.state, record.error = "invalid", error
+        record.telemetry.add_error("load", error)
+        logger.warning("plugin %s is invalid: %s", record.name, error)
+        return record
+
+    async def _start_instance(self, record: PluginRecord, config: Any) -> PluginBase:
+        """Construct, bind and enable a new instance; raise ``LifecycleError`` on failure."""
+        assert record.cls is not None
+        try:
+            instance = record.cls(config)
+        except Exception as exc:
+            message = self._note(record, "init", f"constructor failed: {describe(exc)}")
+            raise LifecycleError(message) from exc
+        instance.bind(record.name, record.secrets.values, record.secrets.missing, self)
+        await self._lifecycle(record, instance, "on_enable")
+        return instance
+
+    async def _save_or_stop(
+        self, manifest: Manifest, record: PluginRecord, instance: PluginBase | None
+    ) -> None:
+        """Write the manifest; if that fails, stop the candidate instance that was started."""
+        try:
+            await self._save(manifest)
+        except ManifestError:
+            if instance is not None:
+                await self._stop(record, instance)
+            raise
+
+    async def _lifecycle(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
+        """Run a lifecycle method under the plugin's timeout; ``LifecycleError`` if it fails."""
+        function = getattr(instance, method)
+        if getattr(PluginBase, method) is getattr(type(instance), method):
+            return
+        try:
+            with anyio.fail_after(max(record.timeout, 1.0)):
+                if inspect.iscoroutinefunction(function):
+                    await function()
+                else:
+                    await anyio.to_thread.run_sync(function, abandon_on_cancel=True)
+        except TimeoutError as exc:
+            raise LifecycleError(self._note(record, method, f"{method} timed out")) from exc
+        except Exception as exc:
+            raise LifecycleError(
+                self._note(record, method, f"{method} failed: {describe(exc)}")
+            ) from exc
+
+    async def _run_quietly(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
+        # Already recorded; a failing on_disable/on_reload must not stop the operation.
+        with contextlib.suppress(LifecycleError):
+            await self._lifecycle(record, instance, method)
+
+    async def _stop(self, record: PluginRecord, instance: PluginBase) -> None:
+        await self._run_quietly(record, instance, "on_disable")
+
+    async def _deactivate(self, record: PluginRecord) -> None:
+        instance, record.instance, record.state = record.instance, None, "disabled"
+        if instance is not None:
+            await self._stop(record, instance)
+
+    def _note(self, record: PluginRecord, stage: str, message: str) -> str:
+        message = redact(message, record.secrets.values.values())
+        record.telemetry.add_error(stage, message)
+        logger.warning("plugin %s: %s", record.name, message)
+        return message
+
+    def _changed(self, records: Iterable[PluginRecord], removed: Iterable[str] = ()) -> None:
+        """Rebuild the dispatch table, bump the revision and announce the changed plugins."""
+        targets: dict[str, list[Target]] = {}
+        for record in self._records.values():
+            if record.active and record.instance is not None:
+                for target in _targets_of(record, record.instance):
+                    targets.setdefault(target[0], []).append(target[1])
+        self._targets = {hook: tuple(ts) for hook, ts in targets.items()}
+        self.revision += 1
+        for record in records:
+            self.bus.publish(StateChange(self.bus.next_seq(), record.metadata(history=False)))
+        for name in removed:
+            self.bus.publish(StateChange(self.bus.next_seq(), {"name": name, "state": "removed"}))
+
+
+def _targets_of(record: PluginRecord, instance: PluginBase) -> Iterable[tuple[str, Target]]:
+    missing = record.secrets.missing
+    skip = f"missing secrets: {', '.join(missing)}" if missing else None
+    for hook in record.hooks:
+        handler = getattr(instance, hook)
+        is_async = inspect.iscoroutinefunction(handler)
+        yield hook, Target(record.name, handler, is_async, record.timeout, record.limiter, skip)
+
+
+def _reitem(item: ManifestItem, manifest: Manifest, name: str) -> ManifestItem:
+    """The item for ``name`` as it now stands in ``manifest``."""
+    for candidate in manifest.items():
+        if candidate.key == name:
+            return candidate
+    return item

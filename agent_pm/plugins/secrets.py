@@ -1,0 +1,139 @@
+"""Secret resolution and masking.
+
+A plugin's secrets resolve, first match wins, from: (1) the manifest's ``config.secrets.<KEY>``
+(a literal or ``{env: NAME}``), (2) the environment variable ``<KEY>``, (3) the ``Settings``
+attribute ``<key lowercased>``, (4) the secrets file at ``PLUGIN_SECRET_PATH``
+(``plugins.<name>.<KEY>``, then top-level ``<KEY>``, then ``global.<KEY>``). Resolved values are
+never shown: configs are masked with ``***`` and text is redacted before it is stored or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from agent_pm.errors import ConfigValidationError
+from agent_pm.settings import Settings
+
+__all__ = ["MASK", "ResolvedSecrets", "SecretResolver", "mask_config", "redact", "unmask_config"]
+
+MASK = "***"
+# Values shorter than this are too likely to collide with ordinary text to be redacted by search.
+_MIN_REDACT_LENGTH = 4
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResolvedSecrets:
+    """The values found for a plugin and the names of required secrets nobody provided."""
+
+    values: Mapping[str, str] = field(default_factory=dict, repr=False)
+    missing: tuple[str, ...] = ()
+
+
+class SecretResolver:
+    """Resolves secrets through the four sources, in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def resolve(
+        self, plugin: str, required: Iterable[str], inline: Mapping[str, Any]
+    ) -> ResolvedSecrets:
+        """Resolve every required secret and every inline one."""
+        keys = dict.fromkeys([*required, *inline])
+        file_data = self._read_file()
+        values: dict[str, str] = {}
+        for key in keys:
+            value = self._inline(inline.get(key))
+            if value is None:
+                value = self._settings.environ.get(key) or self._setting(key)
+            if value is None:
+                value = _from_file(file_data, plugin, key)
+            if value is not None:
+                values[key] = value
+        missing = tuple(key for key in required if key not in values)
+        return ResolvedSecrets(values, missing)
+
+    def _inline(self, spec: Any) -> str | None:
+        if isinstance(spec, Mapping) and isinstance(spec.get("env"), str):
+            return self._settings.environ.get(spec["env"]) or None
+        if isinstance(spec, str | int | float) and not isinstance(spec, bool) and spec != "":
+            return str(spec)
+        return None
+
+    def _setting(self, key: str) -> str | None:
+        value = getattr(self._settings, key.lower(), None)
+        return value if isinstance(value, str) and value else None
+
+    def _read_file(self) -> Mapping[str, Any]:
+        path = self._settings.plugin_secret_path
+        if path is None:
+            return {}
+        try:
+            data = _parse_secret_file(path)
+        except (OSError, ValueError, YAMLError) as exc:
+            logger.warning("secrets file %s is unreadable: %s", path, type(exc).__name__)
+            return {}
+        return data if isinstance(data, Mapping) else {}
+
+
+def _parse_secret_file(path: Path) -> Any:
+    text = path.read_text()
+    if path.suffix == ".json":
+        return json.loads(text)
+    return YAML(typ="safe", pure=True).load(text)
+
+
+def _from_file(data: Mapping[str, Any], plugin: str, key: str) -> str | None:
+    plugins = data.get("plugins")
+    scoped = plugins.get(plugin) if isinstance(plugins, Mapping) else None
+    global_ = data.get("global")
+    for section in (scoped, data, global_):
+        if isinstance(section, Mapping):
+            value = section.get(key)
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                return str(value)
+    return None
+
+
+def mask_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` whose ``secrets`` values are all ``***``."""
+    masked = dict(config)
+    if "secrets" in config:
+        secrets = config["secrets"]
+        masked["secrets"] = dict.fromkeys(secrets, MASK) if isinstance(secrets, Mapping) else MASK
+    return masked
+
+
+def unmask_config(new: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Put stored secret specs back where an update sent the mask unchanged."""
+    result = dict(new)
+    new_secrets = new.get("secrets")
+    if not isinstance(new_secrets, Mapping):
+        return result
+    stored_secrets = stored.get("secrets")
+    stored_secrets = stored_secrets if isinstance(stored_secrets, Mapping) else {}
+    restored = dict(new_secrets)
+    for key, value in new_secrets.items():
+        if value == MASK:
+            if key not in stored_secrets:
+                raise ConfigValidationError("masked secret has no stored value", f"$.secrets.{key}")
+            restored[key] = stored_secrets[key]
+    result["secrets"] = restored
+    return result
+
+
+def redact(text: str, values: Iterable[str]) -> str:
+    """``text`` with every secret value in ``values`` replaced by the mask."""
+    for value in values:
+        if len(value) >= _MIN_REDACT_LENGTH and value in text:
+            text = text.replace(value, MASK)
+    return text
