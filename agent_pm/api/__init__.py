@@ -1,0 +1,1 @@
+"""The operator surfaces of the plugin platform: REST API, telemetry stream and dashboard."""
