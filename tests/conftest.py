@@ -32,3 +32,37 @@ def write_manifest(tmp_path: Path) -> Callable[[str], Path]:
 def settings(tmp_path: Path) -> Settings:
     """Settings isolated from the process environment."""
     return Settings.from_env({"PLUGIN_CONFIG_PATH": str(tmp_path / "plugins.yaml")})
+
+
+@pytest.fixture
+def entry() -> Callable[..., str]:
+    """One manifest entry for a fixture plugin: ``entry("Echo", enabled=True, config=...)``."""
+    import json
+
+    def make(cls: str, *, name: str | None = None, enabled: bool = True, **fields: object) -> str:
+        lines = [
+            f"- name: {name or cls.lower()}",
+            f"  module: tests.fixtures.plugins:{cls}",
+            f"  enabled: {str(enabled).lower()}",
+        ]
+        lines += [f"  {key}: {json.dumps(value)}" for key, value in fields.items()]
+        return "\n".join(lines) + "\n"
+
+    return make
+
+
+@pytest.fixture
+def registry_factory(tmp_path: Path, settings: Settings):
+    """Enter a ``PluginRegistry`` on a manifest made of ``entries``; yields it."""
+    from contextlib import asynccontextmanager
+
+    from agent_pm.plugins import PluginRegistry
+
+    @asynccontextmanager
+    async def make(*entries: str, settings_: Settings | None = None, **options: object):
+        path = tmp_path / "plugins.yaml"
+        path.write_text("".join(entries))
+        async with PluginRegistry(path, settings_ or settings, **options) as registry:
+            yield registry
+
+    return make

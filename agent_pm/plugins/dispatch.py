@@ -159,7 +159,9 @@ class Dispatcher:
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
-            await asyncio.wait(tasks)
+            # Shielded: anyio re-delivers cancellation, but the handlers must be reaped first.
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(tasks)
             raise
         finally:
             for timer in timers:
@@ -182,28 +184,37 @@ class Dispatcher:
         self, hook: str, payload: dict[str, Any], targets: Sequence[Target]
     ) -> list[HookResult]:
         results: list[HookResult | None] = [None] * len(targets)
-
-        async def run(index: int, target: Target) -> None:
-            started = time.perf_counter()
-            with anyio.move_on_after(target.timeout) as scope:
-                try:
-                    value = await target.start(payload)
-                except Exception as exc:
-                    elapsed = (time.perf_counter() - started) * 1000
-                    results[index] = self._result(
-                        target, hook, "error", elapsed, error=describe(exc)
-                    )
-                    return
-            elapsed = (time.perf_counter() - started) * 1000
-            if scope.cancelled_caught:
-                results[index] = self._timeout(target, hook, elapsed)
-            else:
-                results[index] = self._result(target, hook, "success", elapsed, value=value)
-
         async with anyio.create_task_group() as group:
             for index, target in enumerate(targets):
                 if target.skip_reason is not None:
                     results[index] = self._skip(target, hook)
                 else:
-                    group.start_soon(run, index, target)
+                    group.start_soon(self._run_one, hook, payload, target, results, index)
         return results  # type: ignore[return-value]
+
+    async def _run_one(
+        self,
+        hook: str,
+        payload: dict[str, Any],
+        target: Target,
+        results: list[HookResult | None],
+        index: int,
+    ) -> None:
+        started = time.perf_counter()
+        status: Status = "success"
+        value = error = None
+        with anyio.move_on_after(target.timeout) as scope:
+            try:
+                value = await target.start(payload)
+            except anyio.get_cancelled_exc_class():
+                if not scope.cancel_called:
+                    elapsed = (time.perf_counter() - started) * 1000
+                    self._result(target, hook, "error", elapsed, error="cancelled")
+                raise
+            except Exception as exc:
+                status, error = "error", describe(exc)
+        elapsed = (time.perf_counter() - started) * 1000
+        if scope.cancelled_caught:
+            results[index] = self._timeout(target, hook, elapsed)
+        else:
+            results[index] = self._result(target, hook, status, elapsed, value, error)

@@ -46,7 +46,8 @@ def import_plugin_class(path: str, *, fresh: bool = False) -> type[PluginBase]:
     cls = getattr(module, attribute, None)
     if not (inspect.isclass(cls) and issubclass(cls, PluginBase)):
         _restore(module_name, saved)
-        raise PluginLoadError(f"{path} is not a PluginBase subclass")
+        problem = "does not exist" if cls is None else "is not a PluginBase subclass"
+        raise PluginLoadError(f"{path} {problem}")
     return cls
 
 

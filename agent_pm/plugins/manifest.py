@@ -72,6 +72,10 @@ def to_plain(value: Any) -> Any:
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [to_plain(v) for v in value]
+    # ruamel wraps some scalars (ScalarFloat, ScalarBoolean, styled strings) in subclasses.
+    for plain in (bool, int, float, str):
+        if isinstance(value, plain):
+            return plain(value)
     return value
 
 

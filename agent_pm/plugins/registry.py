@@ -428,6 +428,7 @@ class PluginRegistry(Emitter):
         async with self._admin(revision):
             if not trusted:
                 self._check_install_allowed(module)
+            manifest = self._editable_manifest()
             cls = import_plugin_class(module)
             plugin_name = name or cls.name
             if not plugin_name:
@@ -440,7 +441,6 @@ class PluginRegistry(Emitter):
             raw["description"] = description if description is not None else cls.description
             raw["hooks"] = list(cls.hooks)
             raw["config"] = entry_config
-            manifest = self._editable_manifest()
             manifest.root.append(raw)
             items = {item.key: item for item in manifest.items()}
             item = items[plugin_name]

@@ -1,0 +1,99 @@
+"""Hooks run concurrently on every subscribed plugin, each under its timeout, isolated."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import pytest
+
+from tests.fixtures.plugins import Blocking, Gate
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def release_blocked_threads():
+    Blocking.release.clear()
+    yield
+    Blocking.release.set()
+
+
+async def test_dispatch_hung_async_and_blocked_sync_are_cut_while_fast_returns(
+    registry_factory, entry
+) -> None:
+    async with registry_factory(entry("Echo"), entry("Hanging"), entry("Blocking")) as registry:
+        with anyio.fail_after(5):
+            results = await registry.fire("post_plan", plan={"title": "t"})
+    by_plugin = {r.plugin: r for r in results}
+    assert by_plugin["echo"].status == "success"
+    assert by_plugin["echo"].value == {"echo": {"plan": {"title": "t"}}}
+    for name in ("hanging", "blocking"):
+        assert by_plugin[name].status == "timeout"
+        assert by_plugin[name].error == "timed out after 0.2 s"
+        assert 200 <= by_plugin[name].duration_ms < 5000
+
+
+async def test_dispatch_handlers_overlap_instead_of_running_in_turn(
+    registry_factory, entry
+) -> None:
+    # Each Gate handler waits until all three have started: only concurrent dispatch finishes.
+    Gate.arrived, Gate.expected, Gate.everyone = 0, 3, anyio.Event()
+    gates = [entry("Gate", name=f"gate{i}", timeout_seconds=5) for i in range(3)]
+    async with registry_factory(*gates) as registry:
+        results = await registry.fire("post_plan")
+    assert [r.status for r in results] == ["success"] * 3
+
+
+async def test_dispatch_sync_handler_runs_in_a_worker_thread(registry_factory, entry) -> None:
+    async with registry_factory(entry("SyncEcho")) as registry:
+        [result] = await registry.fire("post_plan", plan=1)
+    assert result.status == "success"
+    assert result.value["thread"] != threading.get_ident()
+
+
+async def test_dispatch_failure_is_isolated_and_recorded(registry_factory, entry) -> None:
+    async with registry_factory(entry("Failing"), entry("Echo")) as registry:
+        results = await registry.fire("post_plan")
+        failing = registry.metadata_for("failing")
+    assert [(r.plugin, r.status) for r in results] == [("failing", "error"), ("echo", "success")]
+    assert results[0].error == "RuntimeError: handler exploded"
+    assert failing["hook_stats"]["post_plan"]["failures"] == 1
+    assert failing["errors"][-1]["stage"] == "hook:post_plan"
+
+
+async def test_dispatch_bad_payload_is_an_error_not_a_crash(registry_factory, entry) -> None:
+    async with registry_factory(entry("Echo")) as registry:
+        [result] = await registry.fire("pre_plan", **{"not valid": 1})
+    assert result.status == "success"  # **payload accepts anything
+    async with registry_factory(entry("Configured")) as registry:
+        [result] = await registry.fire("post_plan", unexpected=1)
+    assert result.status == "success"
+
+
+async def test_dispatch_plugin_with_missing_secrets_is_skipped(registry_factory, entry) -> None:
+    async with registry_factory(entry("Secretive")) as registry:
+        [result] = await registry.fire("post_plan")
+        meta = registry.metadata_for("secretive")
+    assert result.status == "skipped"
+    assert result.error == "missing secrets: API_TOKEN"
+    assert meta["secrets"] == {"required": ["API_TOKEN"], "missing": ["API_TOKEN"]}
+    assert meta["hook_stats"]["post_plan"]["skipped"] == 1
+
+
+async def test_dispatch_unknown_hook_returns_no_results(registry_factory, entry) -> None:
+    async with registry_factory(entry("Echo")) as registry:
+        assert await registry.fire("nobody_listens") == []
+
+
+async def test_dispatch_caller_cancellation_cancels_handlers(registry_factory, entry) -> None:
+    async with registry_factory(entry("Hanging", timeout_seconds=30)) as registry:
+        with anyio.move_on_after(0.1):
+            await registry.fire("post_plan")
+        [sample] = registry.history("hanging")["post_plan"]
+    assert sample["status"] == "error" and sample["error"] == "cancelled"
