@@ -181,7 +181,8 @@ class Manifest:
         """The raw mapping of the valid entry named ``name``."""
         for item in self.items():
             if item.entry is not None and item.entry.name == name:
-                return item.raw
+                raw: CommentedMap = item.raw
+                return raw
         raise KeyError(name)
 
     def dumps(self) -> str:
