@@ -13,6 +13,8 @@ which is too much on the hot path (``benchmarks/dispatch.py`` measures it). Othe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,8 @@ from functools import partial
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
@@ -54,8 +58,46 @@ class Target:
         """The awaitable that runs the handler (calling an async handler can raise TypeError)."""
         if self.is_async:
             return self.handler(**payload)
-        call = partial(self.handler, **payload)
-        return anyio.to_thread.run_sync(call, limiter=self.limiter, abandon_on_cancel=True)
+        return run_in_thread(partial(self.handler, **payload), self.limiter)
+
+
+async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter) -> Any:
+    """Run ``call`` in a worker thread holding one of ``limiter``'s slots until it *returns*.
+
+    anyio frees a limiter slot as soon as the waiting task is cancelled, even though the thread
+    goes on running; a handler that blocks forever would then take a new thread on every call.
+    Here the slot stays taken until the thread is really done, so such a plugin exhausts only
+    its own slots and the calls after that time out waiting for one.
+    """
+    slot = object()
+    await limiter.acquire_on_behalf_of(slot)
+    token = anyio.lowlevel.current_token()
+    state = {"phase": "queued"}
+    guard = threading.Lock()
+
+    def release() -> None:
+        with contextlib.suppress(Exception):  # the loop may be gone at shutdown
+            anyio.from_thread.run_sync(limiter.release_on_behalf_of, slot, token=token)
+
+    def work() -> Any:
+        with guard:
+            if state["phase"] == "abandoned":
+                return None
+            state["phase"] = "running"
+        try:
+            return call()
+        finally:
+            release()
+
+    try:
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except BaseException:
+        with guard:
+            never_ran = state["phase"] == "queued"
+            state["phase"] = "abandoned"
+        if never_ran:
+            limiter.release_on_behalf_of(slot)
+        raise
 
 
 # Records one outcome and returns the error text as it may be shown (secrets redacted).
