@@ -1,0 +1,1 @@
+"""The plugins Agent PM ships with."""
