@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 import uvicorn
 
@@ -30,27 +33,54 @@ class _Server(uvicorn.Server):
         self.ready.set()
 
 
+def _listener() -> tuple[socket.socket, str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _server(app: Any) -> _Server:
+    return _Server(uvicorn.Config(app, lifespan="off", ws="none", log_level="warning"))
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[[Any], str]]:
-    """Start an ASGI app on a free 127.0.0.1 port in a thread; returns its base URL."""
+    """Start an ASGI app on a free 127.0.0.1 port in a thread; returns its base URL.
+
+    For apps without event-loop state of their own, like the stand-ins.
+    """
     running: list[tuple[_Server, threading.Thread]] = []
 
     def start(app: Any) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        config = uvicorn.Config(app, lifespan="off", ws="none", log_level="warning")
-        server = _Server(config)
+        sock, url = _listener()
+        server = _server(app)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()
         running.append((server, thread))
         assert server.ready.wait(timeout=10), "server did not start"
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return url
 
     yield start
     for server, thread in running:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@asynccontextmanager
+async def _serving_here(app: Any) -> AsyncIterator[str]:
+    sock, url = _listener()
+    server = _server(app)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve, [sock])
+        assert await anyio.to_thread.run_sync(server.ready.wait, 10), "server did not start"
+        yield url
+        server.should_exit = True
+
+
+@pytest.fixture
+def serve_here() -> Callable[[Any], AbstractAsyncContextManager[str]]:
+    """Serve an ASGI app on loopback in the test's own event loop, for apps bound to that loop."""
+    return _serving_here
 
 
 class RecordingEmitter(Emitter):
