@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -26,7 +26,8 @@ Serve = Callable[[Request, Any], Awaitable[Response]]
 class Faults:
     """Injected misbehaviour: latency, rate limiting (429 + ``Retry-After``) and server errors.
 
-    ``script`` holds statuses served first, one per request, before the random draws.
+    ``script`` (and :meth:`queue`) holds statuses served first, one per request, before the
+    random draws; a status under 400 there means "serve normally".
     """
 
     failure_rate: float = 0.0
@@ -35,15 +36,20 @@ class Faults:
     retry_after_seconds: int = 1
     latency_seconds: float = 0.0
     seed: int | None = None
-    script: deque[int] = field(default_factory=deque)
+    script: Iterable[int] = ()
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.seed)  # noqa: S311 - fault injection, not crypto
+        self._script = deque(self.script)
+
+    def queue(self, *statuses: int) -> None:
+        """Answer the next requests with ``statuses``, in order."""
+        self._script.extend(statuses)
 
     def draw(self) -> int | None:
         """The status to fail the next request with, or ``None`` to serve it."""
-        if self.script:
-            status = self.script.popleft()
+        if self._script:
+            status = self._script.popleft()
             return None if status < 400 else status
         roll = self._random.random()
         if roll < self.rate_limit_rate:

@@ -8,14 +8,18 @@ readers of other processes unblocked, and every insert commits before it returns
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
 import anyio.to_thread
 
 __all__ = ["FeedbackStore"]
+
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -64,7 +68,7 @@ class FeedbackStore:
         """Close the connection; the next call opens it again."""
         await self._run(self._close)
 
-    async def _run(self, function: Any, *args: Any) -> Any:
+    async def _run(self, function: Callable[[*Args], T], *args: *Args) -> T:
         return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     def _connect(self) -> sqlite3.Connection:

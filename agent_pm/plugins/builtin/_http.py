@@ -127,7 +127,7 @@ class RetryingClient:
             retry_after = _retry_after(response)
             if retry_after is not None:
                 return min(retry_after, config.retry_after_cap_seconds)
-        return min(config.backoff_seconds * 2 ** (attempt - 1), config.backoff_cap_seconds)
+        return min(config.backoff_seconds * 2.0 ** (attempt - 1), config.backoff_cap_seconds)
 
 
 class HTTPPlugin(PluginBase):
@@ -138,8 +138,11 @@ class HTTPPlugin(PluginBase):
     """
 
     def __init__(self, config: Any = None) -> None:
+        config_type = type(self).Config
         # Built with no config (a test, a direct call), the plugin runs on its defaults.
-        super().__init__(type(self).Config() if config is None and type(self).Config else config)
+        if config is None and config_type is not None:
+            config = config_type()
+        super().__init__(config)
         self.sleep: Sleeper = anyio.sleep
         self._http: RetryingClient | None = None
 
@@ -160,6 +163,10 @@ class HTTPPlugin(PluginBase):
         if self._http is not None:
             http, self._http = self._http, None
             await http.aclose()
+
+    def secret(self, key: str) -> str:
+        """The value of secret ``key``, empty when it is missing."""
+        return self.get_secret(key) or ""
 
     def skipped(self) -> dict[str, str] | None:
         """The result of a handler called although secrets are missing, else ``None``."""

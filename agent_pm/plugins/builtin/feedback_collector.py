@@ -100,6 +100,8 @@ class FeedbackCollectorPlugin(PluginBase):
 
         database_path: str = "var/feedback.sqlite3"
 
+    config: Config
+
     def __init__(self, config: Any = None) -> None:
         super().__init__(self.Config() if config is None else config)
         self._store: FeedbackStore | None = None

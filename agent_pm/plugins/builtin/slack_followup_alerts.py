@@ -67,9 +67,11 @@ class SlackFollowupAlertsPlugin(HTTPPlugin):
         channel: str = "#agent-pm"
         api_base_url: str = "https://slack.com/api"
 
+    config: Config
+
     def client_options(self) -> dict[str, Any]:
         """Bearer auth with the bot token, against the configured Web API base URL."""
-        headers = {"Authorization": f"Bearer {self.get_secret('SLACK_BOT_TOKEN', '')}"}
+        headers = {"Authorization": f"Bearer {self.secret('SLACK_BOT_TOKEN')}"}
         return {"base_url": self.config.api_base_url, "headers": headers}
 
     async def post_alignment_followup(

@@ -61,11 +61,12 @@ class TicketAutomationPlugin(HTTPPlugin):
         summary_prefix: str = "[Agent PM] "
         watchers: list[str] = msgspec.field(default_factory=list)
 
+    config: Config
+
     def client_options(self) -> dict[str, Any]:
         """Basic auth with the account e-mail and API token, against the site's base URL."""
-        email, token = self.get_secret("JIRA_EMAIL", ""), self.get_secret("JIRA_API_TOKEN", "")
-        auth = httpx.BasicAuth(email or "", token or "")
-        return {"base_url": self.get_secret("JIRA_BASE_URL", ""), "auth": auth}
+        auth = httpx.BasicAuth(self.secret("JIRA_EMAIL"), self.secret("JIRA_API_TOKEN"))
+        return {"base_url": self.secret("JIRA_BASE_URL"), "auth": auth}
 
     def summary(self, title: str) -> str:
         """The issue summary of a plan titled ``title``; Jira caps summaries at 255 characters."""
@@ -101,7 +102,7 @@ class TicketAutomationPlugin(HTTPPlugin):
 
     def issue_url(self, key: str) -> str:
         """The browser address of issue ``key``."""
-        return f"{self.get_secret('JIRA_BASE_URL', '').rstrip('/')}/browse/{key}"
+        return f"{self.secret('JIRA_BASE_URL').rstrip('/')}/browse/{key}"
 
     async def post_alignment_event(self, event: Mapping[str, Any], **_: Any) -> dict[str, Any]:
         """Comment the event on the issue it names in ``issue_key``."""

@@ -36,6 +36,8 @@ class WarehouseExportPlugin(PluginBase):
         path: str = "var/warehouse/events.jsonl"
         rotate_bytes: Annotated[int, msgspec.Meta(gt=0)] = 10_000_000
 
+    config: Config
+
     def __init__(self, config: Any = None) -> None:
         super().__init__(self.Config() if config is None else config)
         self._events: JsonlLog | None = None

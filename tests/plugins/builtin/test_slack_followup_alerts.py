@@ -90,7 +90,7 @@ async def test_429_honours_retry_after(
     slack: SlackStandIn, serve: Callable[[Any], str], sleeper: Any
 ) -> None:
     slack.faults.retry_after_seconds = 3
-    slack.faults.script.extend([429, 429])
+    slack.faults.queue(429, 429)
     plugin = await _enabled(slack, serve, sleeper)
     result = await plugin.post_alignment_followup(followup=FOLLOWUP)
     await plugin.on_disable()

@@ -165,7 +165,7 @@ async def test_429_waits_retry_after_then_succeeds(
     plugin: TicketAutomationPlugin, jira: JiraStandIn, sleeper: Any
 ) -> None:
     jira.faults.retry_after_seconds = 7
-    jira.faults.script.extend([429])
+    jira.faults.queue(429)
     result = await plugin.post_plan(plan=PLAN)
     await plugin.on_disable()
 
@@ -180,7 +180,7 @@ async def test_retry_after_is_capped(
 ) -> None:
     plugin = await _enabled(jira, serve, sleeper, retry_after_cap_seconds=5)
     jira.faults.retry_after_seconds = 3600
-    jira.faults.script.extend([429])
+    jira.faults.queue(429)
     await plugin.post_plan(plan=PLAN)
     await plugin.on_disable()
 
@@ -279,3 +279,17 @@ def _assert_no_secret(
     texts = [str(error), repr(error), *(record.getMessage() for record in caplog.records)]
     for text in texts:
         assert secret not in text and encoded not in text and EMAIL not in text
+
+
+@pytest.mark.anyio
+async def test_read_timeout_is_not_retried(
+    jira: JiraStandIn, serve: Callable[[Any], str], sleeper: Any
+) -> None:
+    # Retrying a POST whose answer timed out could create the issue twice.
+    jira.faults.latency_seconds = 0.5
+    plugin = await _enabled(jira, serve, sleeper, timeout_seconds=0.05)
+    with pytest.raises(PluginHTTPError, match=r"^POST /rest/api/3/issue failed: ReadTimeout$"):
+        await plugin.post_plan(plan=PLAN)
+    await plugin.on_disable()
+
+    assert sleeper.delays == []
