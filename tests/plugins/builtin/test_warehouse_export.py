@@ -12,6 +12,7 @@ import anyio
 import msgspec
 import pytest
 
+from agent_pm.plugins.builtin._jsonl import JsonlLog
 from agent_pm.plugins.builtin.warehouse_export import WarehouseExportPlugin
 
 CHILD = """
@@ -225,3 +226,12 @@ async def test_sigkill_mid_write_leaves_only_whole_lines(killed_writer: Path) ->
     assert len(files) > 1
     assert sum(len(_lines(file)) for file in files) >= 5 * 16 + 1
     assert _lines(killed_writer)[-1]["payload"] == {"feedback": {"after": "kill"}}
+
+
+@pytest.mark.anyio
+async def test_log_refuses_appends_when_not_open(path: Path) -> None:
+    events = JsonlLog(path, 1000)
+
+    with pytest.raises(OSError, match="appending to") as caught:
+        await events.append(b"{}\n")
+    assert "is not open" in str(caught.value.__cause__)
