@@ -40,11 +40,11 @@ class PluginHTTPError(AgentPMError):
 class HTTPConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Timeout and retry settings shared by the plugins that call out over HTTP."""
 
-    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=120)] = 5.0
     max_retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
     backoff_seconds: NonNegative = 0.5
     backoff_cap_seconds: NonNegative = 4.0
-    retry_after_cap_seconds: NonNegative = 30.0
+    retry_after_cap_seconds: NonNegative = 10.0
 
 
 def decode(response: httpx.Response, type: type[T]) -> T:
@@ -136,6 +136,10 @@ class HTTPPlugin(PluginBase):
     ``sleep`` is the pause between retries; replace it before ``on_enable`` to observe or skip
     the delays.
     """
+
+    # Room for a few retries past the platform's default per-hook budget; a call that still
+    # runs past it is cancelled by the registry, which httpx handles cleanly.
+    timeout = 30.0
 
     def __init__(self, config: Any = None) -> None:
         config_type = type(self).Config
