@@ -11,6 +11,7 @@ carrying their issue ``key``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +31,11 @@ class _Comment(msgspec.Struct):
 
 class _Issue(_Comment):
     key: str
+
+
+# Project keys are upper-case letters, digits and underscores; checking keeps a key taken from
+# an event from steering the request path anywhere else in the API.
+_ISSUE_KEY = re.compile(r"[A-Z][A-Z0-9_]*-[1-9][0-9]*")
 
 
 def _comment(event: Mapping[str, Any]) -> _adf.Node:
@@ -109,6 +115,8 @@ class TicketAutomationPlugin(HTTPPlugin):
         key = event.get("issue_key")
         if not key:
             return {"skipped": "no linked issue"}
+        if not isinstance(key, str) or not _ISSUE_KEY.fullmatch(key):
+            raise ValueError(f"event issue_key {key!r} is not a Jira issue key like ABC-123")
         if (skipped := self.skipped()) is not None:
             return skipped
         path = f"/rest/api/3/issue/{key}/comment"

@@ -293,3 +293,15 @@ async def test_read_timeout_is_not_retried(
     await plugin.on_disable()
 
     assert sleeper.delays == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("key", ["../../myself", "abc-1", "ABC-0", 12])
+async def test_alignment_event_rejects_malformed_issue_keys(
+    plugin: TicketAutomationPlugin, jira: JiraStandIn, key: Any
+) -> None:
+    with pytest.raises(ValueError, match="not a Jira issue key"):
+        await plugin.post_alignment_event(event={"issue_key": key})
+    await plugin.on_disable()
+
+    assert jira.requests == []
