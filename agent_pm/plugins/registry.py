@@ -36,8 +36,8 @@ from agent_pm.errors import (
 )
 from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.bus import Bus, StateChange
-from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target, describe
-from agent_pm.plugins.loader import handler_hooks, import_plugin_class, validate_config
+from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target
+from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
 from agent_pm.plugins.manifest import Manifest, ManifestItem, to_plain
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.secrets import SecretResolver, redact, unmask_config
@@ -325,7 +325,7 @@ class PluginRegistry(Emitter):
                 hooks = handler_hooks(cls, entry.hooks)
                 config = validate_config(cls, entry.config)
             except AgentPMError as exc:
-                record.telemetry.add_error("reload", str(exc))
+                self._note(record, "reload", str(exc))
                 self._changed([record])
                 raise
             candidate = PluginRecord(
@@ -520,7 +520,7 @@ class PluginRegistry(Emitter):
         try:
             instance = record.cls(config)
         except Exception as exc:
-            message = self._note(record, "init", f"constructor failed: {describe(exc)}")
+            message = self._note(record, "init", f"constructor failed: {failure(exc)}")
             raise LifecycleError(message) from exc
         instance.bind(record.name, record.secrets.values, record.secrets.missing, self)
         await self._lifecycle(record, instance, "on_enable")
@@ -552,7 +552,7 @@ class PluginRegistry(Emitter):
             raise LifecycleError(self._note(record, method, f"{method} timed out")) from exc
         except Exception as exc:
             raise LifecycleError(
-                self._note(record, method, f"{method} failed: {describe(exc)}")
+                self._note(record, method, f"{method} failed: {failure(exc)}")
             ) from exc
 
     async def _run_quietly(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
