@@ -11,6 +11,7 @@ each class to one status code (``agent_pm.api.errors``) and nothing else needs t
     ├── ConfigValidationError    a config fails the plugin's ``Config`` schema (carries the path)
     ├── LifecycleError           ``on_enable``/``on_reload`` failed; the previous state still runs
     ├── RevisionConflictError    an ``If-Match`` revision is stale
+    │   └── ManifestChangedError the manifest file was edited outside the service meanwhile
     ├── InstallRefusedError      a module is outside the install allowlist
     └── EmitLoopError            ``emit`` recursed past the bounded depth
 """
@@ -23,6 +24,7 @@ __all__ = [
     "EmitLoopError",
     "InstallRefusedError",
     "LifecycleError",
+    "ManifestChangedError",
     "ManifestError",
     "PluginExistsError",
     "PluginLoadError",
@@ -75,6 +77,20 @@ class RevisionConflictError(AgentPMError):
         super().__init__(f"revision {expected} is stale; the current revision is {current}")
         self.expected = expected
         self.current = current
+
+
+class ManifestChangedError(RevisionConflictError):
+    """Raised instead of writing the manifest when the file changed on disk since the registry
+    last loaded or wrote it: the write would lose that edit. Retry once it has been reloaded."""
+
+    def __init__(self, revision: int) -> None:
+        AgentPMError.__init__(
+            self,
+            "the manifest file was edited outside the service and that edit is not applied yet; "
+            "reload and retry",
+        )
+        self.expected = revision
+        self.current = revision
 
 
 class InstallRefusedError(AgentPMError, PermissionError):

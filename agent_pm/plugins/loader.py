@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import traceback
 from collections.abc import Mapping
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -15,11 +17,13 @@ from agent_pm.errors import ConfigValidationError, PluginLoadError
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.dispatch import describe
 
-__all__ = ["handler_hooks", "import_plugin_class", "validate_config"]
+__all__ = ["failure", "handler_hooks", "import_plugin_class", "origin", "validate_config"]
 
 # Core modules are never re-imported by a plugin reload: only plugin code is hot.
 _CORE_PREFIX = "agent_pm."
 _RELOADABLE_CORE = "agent_pm.plugins.builtin."
+# Frames of the import machinery say nothing about where a plugin's code went wrong.
+_IMPORT_MACHINERY = (str(Path(importlib.__file__).parent), __file__)
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -42,13 +46,34 @@ def import_plugin_class(path: str, *, fresh: bool = False) -> type[PluginBase]:
         _restore(module_name, saved)
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise PluginLoadError(f"cannot import {module_name}: {describe(exc)}") from exc
+        raise PluginLoadError(f"cannot import {module_name}: {failure(exc)}") from exc
     cls = getattr(module, attribute, None)
     if not (inspect.isclass(cls) and issubclass(cls, PluginBase)):
         _restore(module_name, saved)
         problem = "does not exist" if cls is None else "is not a PluginBase subclass"
         raise PluginLoadError(f"{path} {problem}")
     return cls
+
+
+def origin(exc: BaseException) -> str | None:
+    """Where ``exc`` was raised, as ``file:line``: the innermost frame outside the import
+    machinery, or the offending line of a syntax error."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}"
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(("<frozen ", *_IMPORT_MACHINERY))
+    ]
+    if not frames:
+        return None
+    return f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}"
+
+
+def failure(exc: BaseException) -> str:
+    """A one-line description of ``exc`` with the place it was raised, for the error log."""
+    where = origin(exc)
+    return f"{describe(exc)} (at {where})" if where else describe(exc)
 
 
 def _family(module_name: str) -> list[str]:

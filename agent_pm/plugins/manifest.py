@@ -25,7 +25,7 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from agent_pm.errors import ManifestError
 
-__all__ = ["Manifest", "ManifestEntry", "ManifestItem", "to_plain"]
+__all__ = ["Manifest", "ManifestEntry", "ManifestItem", "current_digest", "to_plain"]
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -139,6 +139,16 @@ def _validate(index: int, raw: Any, seen: set[str]) -> ManifestItem:
         )
     seen.add(entry.name)
     return ManifestItem(key, index, entry, None, raw)
+
+
+def current_digest(path: Path) -> str:
+    """SHA-256 of the file at ``path`` as it is now, ``""`` when there is none (as ``load``)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
 
 
 class Manifest:

@@ -28,6 +28,7 @@ from agent_pm.errors import (
     EmitLoopError,
     InstallRefusedError,
     LifecycleError,
+    ManifestChangedError,
     ManifestError,
     PluginExistsError,
     PluginLoadError,
@@ -36,9 +37,9 @@ from agent_pm.errors import (
 )
 from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.bus import Bus, StateChange
-from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target, describe
-from agent_pm.plugins.loader import handler_hooks, import_plugin_class, validate_config
-from agent_pm.plugins.manifest import Manifest, ManifestItem, to_plain
+from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target
+from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
+from agent_pm.plugins.manifest import Manifest, ManifestItem, current_digest, to_plain
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.secrets import SecretResolver, redact, unmask_config
 from agent_pm.plugins.telemetry import HookSample, PluginTelemetry, Status, now
@@ -250,8 +251,15 @@ class PluginRegistry(Emitter):
         return self._manifest.copy()
 
     async def _save(self, manifest: Manifest) -> None:
-        await anyio.to_thread.run_sync(manifest.save)
+        await anyio.to_thread.run_sync(self._write, manifest)
         self._manifest = manifest
+
+    def _write(self, manifest: Manifest) -> None:
+        # ``manifest`` is a copy of the one last loaded or written and carries its digest: if the
+        # file no longer has it, someone edited it since, and writing would lose their edit.
+        if current_digest(manifest.path) != manifest.digest:
+            raise ManifestChangedError(self.revision)
+        manifest.save()
 
     async def set_enabled(
         self, name: str, enabled: bool, *, revision: int | None = None
@@ -325,7 +333,7 @@ class PluginRegistry(Emitter):
                 hooks = handler_hooks(cls, entry.hooks)
                 config = validate_config(cls, entry.config)
             except AgentPMError as exc:
-                record.telemetry.add_error("reload", str(exc))
+                self._note(record, "reload", str(exc))
                 self._changed([record])
                 raise
             candidate = PluginRecord(
@@ -355,12 +363,17 @@ class PluginRegistry(Emitter):
             self._changed([candidate])
             return candidate.metadata()
 
-    async def reload(self, *, revision: int | None = None) -> list[dict[str, Any]]:
+    async def reload(
+        self, *, revision: int | None = None, only_if_changed: bool = False
+    ) -> list[dict[str, Any]]:
         """Re-read the manifest and apply only what changed.
 
         Unchanged plugins keep their instance and telemetry (``on_reload`` is called on active
-        ones); changed entries are rebuilt; removed ones are disabled. A manifest that does not
-        parse leaves everything running and is reported in ``config_errors``.
+        ones); changed entries are rebuilt; removed ones are disabled. The new manifest is checked
+        first: if it does not parse, an edited entry does not validate (entry, import, config), or
+        a running plugin's new instance fails to start, nothing changes, the reasons are kept in
+        ``config_errors`` and the error is raised. With ``only_if_changed``, a file whose content
+        is the one already applied (the registry's own write, say) is left alone.
         """
         async with self._admin(revision):
             try:
@@ -368,31 +381,90 @@ class PluginRegistry(Emitter):
             except ManifestError as exc:
                 self.config_errors = [str(exc)]
                 raise
+            if only_if_changed and manifest.digest == self.manifest_digest:
+                self.config_errors = []
+                return self.list_metadata()
+            items = list(manifest.items())
+            problems = self._rejections(items)
+            if problems:
+                self.config_errors = problems
+                raise ManifestError(f"manifest not applied: {'; '.join(problems)}")
+            try:
+                await self._apply(items)
+            except LifecycleError as exc:
+                self.config_errors = [f"manifest not applied: {exc}"]
+                raise
             self.config_errors = []
             self._manifest = manifest
-            await self._apply(list(manifest.items()))
             return self.list_metadata()
 
+    @property
+    def manifest_digest(self) -> str | None:
+        """SHA-256 of the manifest as last loaded or written (``""`` for an absent file), or
+        ``None`` while no manifest could be loaded."""
+        return self._manifest.digest if self._manifest is not None else None
+
+    def _rejections(self, items: list[ManifestItem]) -> list[str]:
+        """Why the edited entries among ``items`` cannot be applied; empty when they can."""
+        problems: list[str] = []
+        for item in items:
+            old = self._records.get(item.key)
+            if old is not None and old.item.entry == item.entry and old.item.error == item.error:
+                continue
+            if item.entry is None:
+                problems.append(f"{item.key}: {item.error}")
+                continue
+            try:
+                cls = import_plugin_class(item.entry.module)
+                handler_hooks(cls, item.entry.hooks)
+                validate_config(cls, item.entry.config)
+            except AgentPMError as exc:
+                problems.append(f"{item.key}: {exc}")
+        return problems
+
     async def _apply(self, items: list[ManifestItem]) -> None:
+        """Build the changed entries, then swap them in; undo if a running plugin's successor
+        fails to start."""
         previous = self._records
         updated: dict[str, PluginRecord] = {}
+        built: list[PluginRecord] = []
+        try:
+            for item in items:
+                old = previous.get(item.key)
+                if old is not None and _unchanged(old, item):
+                    updated[item.key] = old
+                    continue
+                telemetry = old.telemetry if old is not None else PluginTelemetry()
+                record = await self._build(item, telemetry)
+                built.append(record)
+                updated[item.key] = record
+                if record.state == "failed" and old is not None and old.active:
+                    raise LifecycleError(f"{item.key}: {record.error}")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                for record in built:
+                    if record.instance is not None:
+                        await self._stop(record, record.instance)
+            raise
+        await self._swap(previous, updated, items)
+
+    async def _swap(
+        self,
+        previous: dict[str, PluginRecord],
+        updated: dict[str, PluginRecord],
+        items: list[ManifestItem],
+    ) -> None:
         for item in items:
-            old = previous.get(item.key)
-            if old is not None and old.item.entry == item.entry and old.item.error == item.error:
-                old.item = item
-                updated[item.key] = old
+            updated[item.key].item = item
+        self._records = updated
+        for name, old in previous.items():
+            if updated.get(name) is old:
                 if old.active and old.instance is not None:
                     await self._run_quietly(old, old.instance, "on_reload")
-                continue
-            if old is not None and old.active:
+            elif old.active:
                 await self._deactivate(old)
-            telemetry = old.telemetry if old is not None else PluginTelemetry()
-            updated[item.key] = await self._build(item, telemetry)
-        for name, old in previous.items():
-            if name not in updated and old.active:
-                await self._deactivate(old)
-        self._records = updated
-        self._changed(updated.values(), removed=[n for n in previous if n not in updated])
+        changed = [r for n, r in updated.items() if previous.get(n) is not r]
+        self._changed(changed, removed=[n for n in previous if n not in updated])
 
     async def remove(self, name: str, *, revision: int | None = None) -> None:
         """Disable plugin ``name`` and delete its manifest entry."""
@@ -520,7 +592,7 @@ class PluginRegistry(Emitter):
         try:
             instance = record.cls(config)
         except Exception as exc:
-            message = self._note(record, "init", f"constructor failed: {describe(exc)}")
+            message = self._note(record, "init", f"constructor failed: {failure(exc)}")
             raise LifecycleError(message) from exc
         instance.bind(record.name, record.secrets.values, record.secrets.missing, self)
         await self._lifecycle(record, instance, "on_enable")
@@ -552,7 +624,7 @@ class PluginRegistry(Emitter):
             raise LifecycleError(self._note(record, method, f"{method} timed out")) from exc
         except Exception as exc:
             raise LifecycleError(
-                self._note(record, method, f"{method} failed: {describe(exc)}")
+                self._note(record, method, f"{method} failed: {failure(exc)}")
             ) from exc
 
     async def _run_quietly(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
@@ -596,6 +668,14 @@ def _targets_of(record: PluginRecord, instance: PluginBase) -> Iterable[tuple[st
         handler = getattr(instance, hook)
         is_async = inspect.iscoroutinefunction(handler)
         yield hook, Target(record.name, handler, is_async, record.timeout, record.limiter, skip)
+
+
+def _unchanged(record: PluginRecord, item: ManifestItem) -> bool:
+    """Whether ``record`` can stay as it is for ``item``: same entry, and not broken (a plugin
+    whose import or start failed is retried, since its code or environment may have changed)."""
+    if record.item.entry != item.entry or record.item.error != item.error:
+        return False
+    return item.entry is None or record.state in ("enabled", "disabled")
 
 
 def _reitem(item: ManifestItem, manifest: Manifest, name: str) -> ManifestItem:
