@@ -54,7 +54,8 @@ class PluginBase:
     """Base class of plugins.
 
     Class attributes: ``name``, ``description``, ``hooks`` (hook names handled by methods of the
-    same name), ``required_secrets``, an optional ``Config`` struct (config is validated and
+    same name), ``required_secrets``, ``optional_secrets`` (resolved the same way, never
+    reported missing), an optional ``Config`` struct (config is validated and
     converted into it; unknown keys are rejected), an optional ``timeout`` in seconds per hook call
     and an optional ``route_prefix`` (default ``/plugins/<name>``).
     """
@@ -63,6 +64,7 @@ class PluginBase:
     description: ClassVar[str] = ""
     hooks: ClassVar[tuple[str, ...]] = ()
     required_secrets: ClassVar[tuple[str, ...]] = ()
+    optional_secrets: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[msgspec.Struct] | None] = None
     timeout: ClassVar[float | None] = None
     route_prefix: ClassVar[str | None] = None

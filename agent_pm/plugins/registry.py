@@ -553,7 +553,10 @@ class PluginRegistry(Emitter):
     def _resolve(self, cls: type[PluginBase], name: str, config: dict[str, Any]) -> Any:
         inline = config.get("secrets")
         return self._resolver.resolve(
-            name, cls.required_secrets, inline if isinstance(inline, dict) else {}
+            name,
+            cls.required_secrets,
+            inline if isinstance(inline, dict) else {},
+            cls.optional_secrets,
         )
 
     async def _build(

@@ -45,10 +45,15 @@ class SecretResolver:
         self._settings = settings
 
     def resolve(
-        self, plugin: str, required: Iterable[str], inline: Mapping[str, Any]
+        self,
+        plugin: str,
+        required: Iterable[str],
+        inline: Mapping[str, Any],
+        optional: Iterable[str] = (),
     ) -> ResolvedSecrets:
-        """Resolve every required secret and every inline one."""
-        keys = dict.fromkeys([*required, *inline])
+        """Resolve every required, optional and inline secret; report missing required ones."""
+        required = tuple(required)
+        keys = dict.fromkeys([*required, *optional, *inline])
         file_data = self._read_file()
         values: dict[str, str] = {}
         for key in keys:

@@ -95,3 +95,11 @@ def test_secrets_mask_without_stored_value_is_rejected() -> None:
 
 def test_secrets_redact_replaces_every_occurrence() -> None:
     assert redact("token abcd1234 and abcd1234", ["abcd1234", "ab"]) == "token *** and ***"
+
+
+def test_secrets_optional_ones_resolve_but_are_never_missing(tmp_path: Path) -> None:
+    found = resolver(tmp_path, {"BASE_URL": "http://127.0.0.1:1"}).resolve(
+        "p", ["TOKEN"], {}, optional=["BASE_URL", "ABSENT"]
+    )
+    assert found.values == {"BASE_URL": "http://127.0.0.1:1"}
+    assert found.missing == ("TOKEN",)

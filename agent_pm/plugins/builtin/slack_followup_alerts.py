@@ -1,6 +1,7 @@
 """Slack follow-up alerts: posts alignment follow-ups and new feedback to a Slack channel.
 
-Secret: ``SLACK_BOT_TOKEN``, a bot token with ``chat:write``. Payloads: ``post_alignment_followup``
+Secret: ``SLACK_BOT_TOKEN``, a bot token with ``chat:write``; optionally ``SLACK_API_BASE_URL``
+overrides the configured Web API base URL. Payloads: ``post_alignment_followup``
 takes ``followup``, a mapping with ``title`` and optional ``owner``, ``due``, ``status``,
 ``issue_key`` and ``url``; ``on_feedback`` takes ``feedback`` as the feedback collector stores it.
 """
@@ -60,6 +61,8 @@ class SlackFollowupAlertsPlugin(HTTPPlugin):
     description = "Post alignment follow-ups and new feedback to a Slack channel."
     hooks = ("post_alignment_followup", "on_feedback")
     required_secrets = ("SLACK_BOT_TOKEN",)
+    # Like JIRA_BASE_URL, the endpoint can come from the environment (the demo's stand-in).
+    optional_secrets = ("SLACK_API_BASE_URL",)
 
     class Config(HTTPConfig, forbid_unknown_fields=True, kw_only=True):
         """Where messages go."""
@@ -72,7 +75,8 @@ class SlackFollowupAlertsPlugin(HTTPPlugin):
     def client_options(self) -> dict[str, Any]:
         """Bearer auth with the bot token, against the configured Web API base URL."""
         headers = {"Authorization": f"Bearer {self.secret('SLACK_BOT_TOKEN')}"}
-        return {"base_url": self.config.api_base_url, "headers": headers}
+        base_url = self.get_secret("SLACK_API_BASE_URL") or self.config.api_base_url
+        return {"base_url": base_url, "headers": headers}
 
     async def post_alignment_followup(
         self, followup: Mapping[str, Any], **_: Any
