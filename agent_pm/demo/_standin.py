@@ -24,7 +24,8 @@ Serve = Callable[[Request, Any], Awaitable[Response]]
 
 @dataclass
 class Faults:
-    """Injected misbehaviour: latency, rate limiting (429 + ``Retry-After``) and server errors.
+    """Injected misbehaviour: latency (always, or for a ``slow_rate`` share of requests), rate
+    limiting (429 + ``Retry-After``) and server errors.
 
     ``script`` (and :meth:`queue`) holds statuses served first, one per request, before the
     random draws; a status under 400 there means "serve normally".
@@ -35,6 +36,8 @@ class Faults:
     rate_limit_rate: float = 0.0
     retry_after_seconds: int = 1
     latency_seconds: float = 0.0
+    slow_rate: float = 0.0
+    slow_seconds: float = 0.0
     seed: int | None = None
     script: Iterable[int] = ()
 
@@ -57,6 +60,11 @@ class Faults:
         if roll < self.rate_limit_rate + self.failure_rate:
             return self.failure_status
         return None
+
+    def delay(self) -> float:
+        """Seconds to hold the next request: the fixed latency, plus sometimes a slow answer."""
+        slow = self.slow_rate and self._random.random() < self.slow_rate
+        return self.latency_seconds + (self.slow_seconds if slow else 0.0)
 
     def response(self, status: int) -> Response:
         """The canned answer for an injected failure."""
@@ -103,8 +111,9 @@ class StandIn:
 
     async def _handle(self, request: Request, serve: Serve) -> Response:
         """Apply faults, then ``serve(request, body)``; record what happened either way."""
-        if self.faults.latency_seconds:
-            await anyio.sleep(self.faults.latency_seconds)
+        delay = self.faults.delay()
+        if delay:
+            await anyio.sleep(delay)
         raw = await request.body()
         try:
             body = msgspec.json.decode(raw) if raw else None
