@@ -392,3 +392,25 @@ async def test_registry_unparsable_manifest_at_start_is_reported_and_not_overwri
         with pytest.raises(ManifestError, match="failed to load"):
             await registry.install("agent_pm.plugins.builtin.nothing:X")
     assert path.read_text() == "- name: [broken\n"
+
+
+async def test_registry_manifest_hooks_override_the_class_hooks(registry_factory, entry) -> None:
+    manifest = [entry("Echo", hooks=["pre_plan"]), entry("Echo", name="typo", hooks=["pre_pln"])]
+    async with registry_factory(*manifest) as registry:
+        assert await registry.fire("post_plan") == []
+        assert [r.value for r in await registry.fire("pre_plan")] == ["pre"]
+        typo = registry.metadata_for("typo")
+    assert typo["state"] == "invalid" and "no handler for hook(s): pre_pln" in typo["error"]
+
+
+async def test_registry_plugin_base_defaults(registry_factory, entry) -> None:
+    async with registry_factory(
+        entry("Secretive", config={"secrets": {"API_TOKEN": "t0k3n"}})
+    ) as r:
+        plugin = r.get("secretive")
+        assert plugin is not None
+        assert plugin.get_secret("API_TOKEN") == "t0k3n"
+        assert plugin.get_secret("NOPE", "fallback") == "fallback"
+        assert plugin.missing_secrets() == []
+        assert list(plugin.routes()) == []
+        assert plugin.config == {}  # no Config struct: the config minus its secrets
