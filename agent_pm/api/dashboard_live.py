@@ -163,7 +163,9 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 def _resume_point(hello: dict[str, Any], registry: Any, channel: LiveChannel) -> int | None:
-    channel.select(hello.get("pair"))
+    # The page already shows its selection; only what changed since ``since`` is sent.
+    metas = registry.list_metadata(history=False)
+    channel.selection = ui.selection_for(metas, hello.get("pair"))
     since = hello.get("since")
     bus = registry.bus
     if hello.get("epoch") != bus.epoch or not isinstance(since, int) or since > bus.seq:
