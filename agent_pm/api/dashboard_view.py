@@ -124,7 +124,7 @@ class BarChart:
     plot_width: float = 0.0
 
 
-def bar_chart(rows: list[dict[str, Any]], plot_width: float = 480, bar: float = 22) -> BarChart:
+def bar_chart(rows: list[dict[str, Any]], plot_width: float = 260, bar: float = 22) -> BarChart:
     """Horizontal bars of invocations per hook, summed over plugins; failed part drawn apart."""
     totals: dict[str, Bar] = {}
     for row in rows:
