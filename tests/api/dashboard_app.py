@@ -2,8 +2,8 @@
 
 The real application (``create_app``) adds the REST API and its own auth middleware; this one
 reads the same two credentials (``X-API-Key`` and the session cookie) the way that middleware is
-expected to, and offers two test-only endpoints that stand in for the REST API: firing a hook and
-toggling a plugin.
+expected to, and offers test-only endpoints that stand in for the REST API (firing a hook,
+toggling a plugin) and one that drops every live subscription.
 """
 
 from __future__ import annotations
@@ -113,6 +113,12 @@ async def toggle(request: Request) -> JSONResponse:
     return JSONResponse({"state": meta["state"]})
 
 
+async def drop_live(request: Request) -> JSONResponse:
+    """End every bus subscription, as a restarting bus backend would: live pages must reconnect."""
+    request.app.state.registry.bus.close()
+    return JSONResponse({"dropped": True})
+
+
 def build_app(manifest: Path, settings: Settings | None = None) -> Starlette:
     settings = settings or dashboard_settings(manifest)
 
@@ -127,6 +133,7 @@ def build_app(manifest: Path, settings: Settings | None = None) -> Starlette:
             *dashboard.routes(),
             Route("/hooks/{hook}", fire_hook, methods=["POST"]),
             Route("/plugins/{name}/{action:str}", toggle, methods=["POST"]),
+            Route("/test/drop-live", drop_live, methods=["POST"]),
         ],
         middleware=[Middleware(SecurityHeadersMiddleware), Middleware(CredentialMiddleware)],
         lifespan=lifespan,

@@ -45,6 +45,10 @@ class LiveServer:
             for _ in range(times):
                 client.post(f"/hooks/{hook}").raise_for_status()
 
+    def drop_live(self) -> None:
+        with httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}) as client:
+            client.post("/test/drop-live").raise_for_status()
+
     def set_enabled(self, name: str, enabled: bool) -> None:
         action = "enable" if enabled else "disable"
         with httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}) as client:

@@ -87,6 +87,30 @@ def test_fired_hooks_move_counters_chart_and_history_without_reload(
     assert same_document(admin_page)
 
 
+def test_dropped_channel_reconnects_and_resumes_without_losing_samples(
+    admin_page: Any, live_server: LiveServer
+) -> None:
+    from playwright.sync_api import expect
+
+    admin_page.evaluate(
+        """() => {
+            window.__states = [];
+            new MutationObserver(() => window.__states.push(
+                document.getElementById('conn').dataset.state
+            )).observe(document.getElementById('conn'), {attributes: true});
+        }"""
+    )
+    live_server.fire(times=2)
+    expect(cell(admin_page, "echo", "invocations")).to_have_text("2")
+    live_server.drop_live()
+    live_server.fire(times=3)
+    admin_page.wait_for_function("window.__states.includes('reconnecting')")
+    expect(admin_page.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(cell(admin_page, "echo", "invocations")).to_have_text("5")
+    expect(admin_page.locator("#history-body tr")).to_have_count(5)
+    assert same_document(admin_page)
+
+
 def test_toggle_then_a_change_made_elsewhere_shows_up(
     admin_page: Any, live_server: LiveServer
 ) -> None:
