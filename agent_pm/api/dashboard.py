@@ -1,0 +1,239 @@
+"""The operator dashboard: login/logout, the page, admin actions and the live channel route.
+
+Every view authorizes itself from the session cookie, so the dashboard is safe whether or not
+the auth middleware in front of it lets the route through. State-changing requests need a
+session, a matching CSRF token and a same-origin ``Origin`` (when the browser sends one); admin
+actions also need the admin role. Admin actions answer htmx with the plugin's refreshed admin
+card and plain form posts with the whole page.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from agent_pm.api import dashboard_render as ui
+from agent_pm.api.dashboard_live import live
+from agent_pm.api.session import Session, csrf_ok, session_from_scope, sessions_for
+from agent_pm.errors import AgentPMError, ConfigValidationError, PluginNotFoundError
+
+__all__ = ["routes", "same_origin"]
+
+MAX_FORM_BYTES = 256 * 1024
+
+
+def routes() -> list[BaseRoute]:
+    """Every dashboard route; mount them at the application root."""
+    return [
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/dashboard", dashboard, methods=["GET"]),
+        Route("/dashboard/plugins/{name}/enabled", set_enabled, methods=["POST"]),
+        Route("/dashboard/plugins/{name}/reload", reload_plugin, methods=["POST"]),
+        Route("/dashboard/plugins/{name}/config", update_config, methods=["POST"]),
+        Route("/dashboard/plugins/{name}/remove", remove, methods=["POST"]),
+        Route("/dashboard/install", install, methods=["POST"]),
+        WebSocketRoute("/dashboard/live", live),
+        Mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static"),
+    ]
+
+
+def same_origin(conn: HTTPConnection) -> bool:
+    """True unless the request carries an ``Origin`` for another host."""
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == conn.headers.get("host", "")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    # URL-encoded forms only: parsed here so the dashboard needs no multipart dependency.
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise HTTPException(413, "form too large")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[-1] for key, values in fields.items()}
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status, headers={"Cache-Control": "no-store"})
+
+
+# -- login ---------------------------------------------------------------------------------
+
+
+async def login_page(request: Request) -> Response:
+    if session_from_scope(request.scope) is not None:
+        return RedirectResponse("/dashboard", 303)
+    return _html(ui.render("login.html", error=None))
+
+
+async def login(request: Request) -> Response:
+    if not same_origin(request):
+        raise HTTPException(403, "cross-origin login refused")
+    form = await _form(request)
+    manager = sessions_for(request.app)
+    role = manager.role_for_key(form.get("api_key", "").strip())
+    if role is None:
+        return _html(ui.render("login.html", error="That key is not valid."), 401)
+    value, _ = manager.issue(role)
+    response = RedirectResponse("/dashboard", 303)
+    manager.set_cookie(response, value, secure=_secure(request))
+    return response
+
+
+async def logout(request: Request) -> Response:
+    await _checked(request, admin=False)
+    response = RedirectResponse("/login", 303)
+    sessions_for(request.app).clear_cookie(response, secure=_secure(request))
+    return response
+
+
+# -- the page ------------------------------------------------------------------------------
+
+
+async def dashboard(request: Request) -> Response:
+    session = session_from_scope(request.scope)
+    if session is None:
+        return RedirectResponse("/login", 303)
+    registry = request.app.state.registry
+    return _html(await ui.page(registry, session, request.query_params.get("pair")))
+
+
+# -- admin actions -------------------------------------------------------------------------
+
+
+async def _checked(request: Request, *, admin: bool = True) -> tuple[Session, dict[str, str]]:
+    """The session and form of a state-changing request; 403 unless it may change state."""
+    session = session_from_scope(request.scope)
+    if session is None:
+        raise HTTPException(403, "log in first")
+    if not same_origin(request):
+        raise HTTPException(403, "cross-origin request refused")
+    form = await _form(request)
+    token = request.headers.get("x-csrf-token") or form.get("csrf_token")
+    if not csrf_ok(session, token):
+        raise HTTPException(403, "missing or wrong CSRF token")
+    if admin and not session.is_admin:
+        raise HTTPException(403, "admin role required")
+    return session, form
+
+
+Action = Callable[[Any, str, dict[str, str]], Awaitable[ui.Card]]
+
+
+async def _act(request: Request, action: Action) -> Response:
+    session, form = await _checked(request)
+    name = request.path_params["name"]
+    registry = request.app.state.registry
+    try:
+        card = await action(registry, name, form)
+    except PluginNotFoundError as exc:
+        card = ui.Card(error=str(exc), status=404)
+    except AgentPMError as exc:
+        card = ui.Card(error=str(exc), status=409)
+    return await _answer(request, session, name, card)
+
+
+async def _answer(request: Request, session: Session, name: str, card: ui.Card) -> Response:
+    registry = request.app.state.registry
+    if request.headers.get("hx-request"):
+        try:
+            meta = registry.metadata_for(name, history=False)
+        except PluginNotFoundError:
+            return _html(ui.render("partials/removed_card.html", name=name, card=card), card.status)
+        return _html(ui.admin_card(meta, session, card), card.status)
+    state = ui.PageState(cards={name: card})
+    return _html(await ui.page(registry, session, None, state), card.status)
+
+
+async def _set_enabled(registry: Any, name: str, form: dict[str, str]) -> ui.Card:
+    enabled = form.get("enabled") == "true"
+    await registry.set_enabled(name, enabled)
+    return ui.Card(notice="Enabled." if enabled else "Disabled.")
+
+
+async def _reload(registry: Any, name: str, form: dict[str, str]) -> ui.Card:
+    await registry.reload_plugin(name)
+    return ui.Card(notice="Reloaded.")
+
+
+async def _update_config(registry: Any, name: str, form: dict[str, str]) -> ui.Card:
+    text = form.get("config", "")
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        return _config_error(text, "$", f"not valid JSON: {exc}")
+    if not isinstance(config, dict):
+        return _config_error(text, "$", "the config must be a JSON object")
+    try:
+        await registry.update_config(name, config)
+    except ConfigValidationError as exc:
+        return _config_error(text, exc.path, exc.detail)
+    return ui.Card(notice="Config saved.")
+
+
+def _config_error(text: str, path: str, detail: str) -> ui.Card:
+    field = path.removeprefix("$").removeprefix(".").split(".")[0].split("[")[0]
+    error = {"path": path, "field": field, "detail": detail}
+    return ui.Card(config_text=text, config_error=error, status=422)
+
+
+async def _remove(registry: Any, name: str, form: dict[str, str]) -> ui.Card:
+    if form.get("confirm") != name:
+        return ui.Card(error=f"Type {name} to confirm the removal.", status=422)
+    await registry.remove(name)
+    return ui.Card(notice=f"Removed {name}.")
+
+
+async def set_enabled(request: Request) -> Response:
+    return await _act(request, _set_enabled)
+
+
+async def reload_plugin(request: Request) -> Response:
+    return await _act(request, _reload)
+
+
+async def update_config(request: Request) -> Response:
+    return await _act(request, _update_config)
+
+
+async def remove(request: Request) -> Response:
+    return await _act(request, _remove)
+
+
+async def install(request: Request) -> Response:
+    session, form = await _checked(request)
+    registry = request.app.state.registry
+    catalogue = {e["module"] for e in await ui.discovered(registry)}
+    module = (form.get("entry_point") or form.get("module") or "").strip()
+    state = ui.PageState()
+    status = 200
+    try:
+        if not module:
+            raise AgentPMError("choose an entry point or give a module path")
+        meta = await registry.install(
+            module, name=form.get("name") or None, trusted=module in catalogue
+        )
+        state.install_notice = f"Installed {meta['name']} (disabled until you enable it)."
+    except AgentPMError as exc:
+        state.install_error, status = str(exc), 409
+    metas = registry.list_metadata(history=False)
+    if request.headers.get("hx-request"):
+        return _html(await ui.admin_list(registry, metas, session, state, oob=False), status)
+    return _html(await ui.page(registry, session, None, state), status)

@@ -1,0 +1,100 @@
+"""A real uvicorn serving the dashboard test app, and Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from tests.api.dashboard_app import ADMIN_KEY, MANIFEST, build_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+]
+
+
+def require_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing in CI: install Debian's chromium package")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium); browser tests skipped")
+
+
+@dataclass
+class LiveServer:
+    url: str
+    manifest: Path
+    app: Any
+
+    def fire(self, hook: str = "post_plan", times: int = 1) -> None:
+        with httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}) as client:
+            for _ in range(times):
+                client.post(f"/hooks/{hook}").raise_for_status()
+
+    def drop_live(self) -> None:
+        with httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}) as client:
+            client.post("/test/drop-live").raise_for_status()
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        action = "enable" if enabled else "disable"
+        with httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}) as client:
+            client.post(f"/plugins/{name}/{action}").raise_for_status()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    started = threading.Event()
+    for _ in range(200):
+        if server.started:
+            started.set()
+            break
+        threading.Event().wait(0.025)
+    assert started.is_set(), "uvicorn did not start"
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    manifest = tmp_path / "plugins.yaml"
+    manifest.write_text(MANIFEST)
+    app = build_app(manifest)
+    server, thread, url = serve(app)
+    yield LiveServer(url, manifest, app)
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
