@@ -117,7 +117,13 @@ class PluginRegistry(Emitter):
                     await self._deactivate(record)
         assert self._task_group is not None
         try:
-            await self._task_group.__aexit__(exc_type, exc, tb)
+            if isinstance(exc, Exception):
+                # The body failed: stop background work and let the error propagate as itself;
+                # handed to the task group it would come out wrapped in an ExceptionGroup.
+                self._task_group.cancel_scope.cancel()
+                await self._task_group.__aexit__(None, None, None)
+            else:
+                await self._task_group.__aexit__(exc_type, exc, tb)
         finally:
             self._task_group = None
             self.bus.close()
