@@ -78,11 +78,22 @@ def error_response(
     return JSONResponse(ErrorBody(code, detail, path), status_code=status, headers=headers)
 
 
+# Fixed here rather than derived from http.HTTPStatus, whose phrases change between Pythons.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    412: "precondition_failed",
+    413: "body_too_large",
+    422: "unprocessable",
+}
+
+
 def _code_of(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
-    except ValueError:
-        return "error"
+    return _HTTP_CODES.get(status, "error" if status >= 500 else "client_error")
 
 
 async def _platform_error(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,104 @@
+"""API fixtures: a registry on a test manifest, the app around it, clients and a live server."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from agent_pm.api.app import create_app
+from agent_pm.plugins import PluginRegistry
+from agent_pm.settings import Settings
+
+READ_KEY = "read-key-for-tests"
+ADMIN_KEY = "admin-key-for-tests"
+READ = {"X-API-Key": READ_KEY}
+ADMIN = {"X-API-Key": ADMIN_KEY}
+
+MANIFEST = """\
+# operators' comment
+- name: echo
+  module: tests.fixtures.plugins:Echo
+  enabled: true
+- name: strict
+  module: tests.fixtures.route_plugins:Strict
+  enabled: false
+- name: routed
+  module: tests.fixtures.route_plugins:Routed
+  enabled: true
+- name: secretive
+  module: tests.fixtures.plugins:Secretive
+  enabled: true
+- name: unencodable
+  module: tests.fixtures.route_plugins:Unencodable
+  enabled: false
+- name: broken
+  module: tests.fixtures.does_not_exist:Nothing
+"""
+
+
+@pytest.fixture
+def api_settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {
+            "PLUGIN_CONFIG_PATH": str(tmp_path / "plugins.yaml"),
+            "API_KEY": READ_KEY,
+            "ADMIN_API_KEY": ADMIN_KEY,
+            "PLUGIN_INSTALL_ALLOW": "tests.fixtures.plugins,tests.fixtures.route_plugins",
+        }
+    )
+
+
+@pytest.fixture
+def manifest_path(write_manifest: Callable[[str], Path]) -> Path:
+    return write_manifest(MANIFEST)
+
+
+@pytest.fixture
+async def registry(manifest_path: Path, api_settings: Settings) -> AsyncIterator[PluginRegistry]:
+    async with PluginRegistry(manifest_path, api_settings) as registry:
+        yield registry
+
+
+@pytest.fixture
+async def app(registry: PluginRegistry, api_settings: Settings) -> AsyncIterator[Starlette]:
+    """The app around ``registry``, its lifespan running (ASGITransport does not run it)."""
+    app = create_app(api_settings, registry=registry)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def bound_socket() -> socket.socket:
+    """A listening loopback socket on a free port; connections queue until the server runs."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+@pytest.fixture
+async def live_url(app: Starlette) -> AsyncIterator[str]:
+    """The app served by a real uvicorn on a free loopback port."""
+    sock = bound_socket()
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as group:
+        group.start_soon(server.serve, [sock])
+        host, port = sock.getsockname()
+        yield f"http://{host}:{port}"
+        server.should_exit = True
+    sock.close()
