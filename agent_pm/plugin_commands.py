@@ -23,12 +23,19 @@ __all__ = ["format_table", "parse_assignments", "run"]
 # -- --set key=value ----------------------------------------------------------------------------
 
 
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+
+
 def _scalar(text: str) -> Any:
-    """``text`` read as YAML (``3`` is a number, ``true`` a boolean); plain text otherwise."""
+    """``text`` read as YAML (``3`` is a number, ``true`` a boolean); plain text otherwise.
+
+    Only a YAML null spelling means null: ``#ops`` is a channel name, not a YAML comment.
+    """
     try:
-        return YAML(typ="safe", pure=True).load(text)
+        value = YAML(typ="safe", pure=True).load(text)
     except YAMLError:
         return text
+    return text if value is None and text.strip() not in _NULLS else value
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
@@ -41,8 +48,9 @@ def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
             raise AdminError(f"--set expects KEY=VALUE with a non-empty key, got {item!r}")
         target = result
         for part in parts[:-1]:
-            child = target.get(part)
-            target = target[part] = child if isinstance(child, dict) else {}
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
         target[parts[-1]] = _scalar(raw)
     return result
 
