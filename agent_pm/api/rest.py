@@ -100,10 +100,12 @@ def registry_of(request: Request) -> PluginRegistry:
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body, refused with 413 as soon as it grows past ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        if not declared.isdigit():
+    if declared is not None:
+        length = _natural(declared)
+        if length is None:
             raise HTTPException(400, "invalid Content-Length header")
-        raise HTTPException(413, f"request body is larger than {limit} bytes")
+        if length > limit:
+            raise HTTPException(413, f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -121,7 +123,7 @@ async def decode(request: Request, kind: type[T]) -> T:
         raise HTTPException(400, "a JSON request body is required")
     try:
         return msgspec.json.decode(body, type=kind)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise HTTPException(400, f"malformed body: {exc}") from None
 
 
@@ -130,10 +132,10 @@ def expected_revision(request: Request) -> int | None:
     raw = request.headers.get("if-match")
     if raw is None or raw.strip() == "*":
         return None
-    text = raw.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    revision = _natural(raw.strip().removeprefix("W/").strip('"'))
+    if revision is None:
         raise HTTPException(400, "If-Match must be a registry revision number")
-    return int(text)
+    return revision
 
 
 def reply(request: Request, content: Any, status: int = 200) -> JSONResponse:
@@ -146,9 +148,15 @@ def _query_int(request: Request, key: str) -> int | None:
     raw = request.query_params.get(key)
     if raw is None:
         return None
-    if not raw.isdigit():
+    value = _natural(raw)
+    if value is None:
         raise HTTPException(400, f"{key} must be a non-negative integer")
-    return int(raw)
+    return value
+
+
+def _natural(text: str) -> int | None:
+    """``text`` as a non-negative integer in ASCII digits, else ``None`` (``"²"`` is a digit)."""
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def safe_result(result: HookResult) -> HookResult:
@@ -276,7 +284,7 @@ def _payload(body: bytes) -> dict[str, Any]:
         return {}
     try:
         return msgspec.json.decode(body, type=dict[str, Any])
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         raise HTTPException(400, f"the payload must be a JSON object: {exc}") from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
 
 from agent_pm.api.app import create_app
 from agent_pm.plugins import PluginRegistry
@@ -102,3 +104,19 @@ async def live_url(app: Starlette) -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
         server.should_exit = True
     sock.close()
+
+
+PARAMS = {"name": "echo", "hook": "post_plan"}
+
+
+def every_endpoint(app: Starlette) -> list[tuple[str, str]]:
+    """(method, concrete path) for every HTTP route of the app, HEAD aside."""
+    endpoints = []
+    for route in app.routes:
+        assert isinstance(route, Route | WebSocketRoute)
+        if isinstance(route, Route):
+            path = re.sub(r"{(\w+)}", lambda m: PARAMS[m.group(1)], route.path)
+            endpoints.extend(
+                (method, path) for method in sorted(route.methods or ()) if method != "HEAD"
+            )
+    return endpoints

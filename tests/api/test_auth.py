@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
 from starlette.types import Message, Scope
 
 from agent_pm.api.app import PUBLIC_PATHS, create_app
 from agent_pm.api.auth import INVALID, ApiKeys, AuthMiddleware, api_key_reader
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
-from tests.api.conftest import ADMIN, ADMIN_KEY, READ, READ_KEY
-
-PARAMS = {"name": "echo", "hook": "post_plan"}
-
-
-def every_endpoint(app: Starlette) -> list[tuple[str, str]]:
-    """(method, concrete path) for every HTTP route of the app, HEAD aside."""
-    endpoints = []
-    for route in app.routes:
-        assert isinstance(route, Route | WebSocketRoute)
-        if isinstance(route, Route):
-            path = re.sub(r"{(\w+)}", lambda m: PARAMS[m.group(1)], route.path)
-            endpoints.extend(
-                (method, path) for method in sorted(route.methods or ()) if method != "HEAD"
-            )
-    return endpoints
+from tests.api.conftest import ADMIN, ADMIN_KEY, READ, READ_KEY, every_endpoint
 
 
 def test_keys_from_settings() -> None:

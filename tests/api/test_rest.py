@@ -8,10 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from agent_pm.api.rest import MAX_BODY_BYTES
 from agent_pm.plugins import PluginRegistry
-from tests.api.conftest import ADMIN, MANIFEST
+from tests.api.conftest import ADMIN, MANIFEST, every_endpoint
 
 pytestmark = pytest.mark.anyio
 
@@ -303,9 +304,18 @@ async def test_fire_hook_turns_unencodable_values_into_text(client: httpx.AsyncC
         assert result["value"].startswith("{" if kind == "object" else "[")
 
 
+DEEP = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
-    [("/hooks/post_plan", b"[1]"), ("/hooks/post_plan", b"{oops"), ("/hooks/bad-name!", b"{}")],
+    [
+        ("/hooks/post_plan", b"[1]"),
+        ("/hooks/post_plan", b"{oops"),
+        ("/hooks/bad-name!", b"{}"),
+        ("/hooks/post_plan", DEEP),
+        ("/plugins/strict/config", DEEP),
+    ],
 )
 async def test_fire_hook_rejects_bad_requests(
     client: httpx.AsyncClient, path: str, body: bytes
@@ -358,8 +368,9 @@ async def test_current_if_match_is_accepted(
     assert response.status_code in (200, 201)
 
 
-async def test_if_match_must_be_a_revision(client: httpx.AsyncClient) -> None:
-    headers = {**ADMIN, "If-Match": "yesterday"}
+@pytest.mark.parametrize("value", ["yesterday", "-1", "\u00b2"])
+async def test_if_match_must_be_a_revision(client: httpx.AsyncClient, value: str) -> None:
+    headers = {**ADMIN, "If-Match": value.encode()}
     response = await client.post("/plugins/echo/disable", headers=headers)
     assert response.status_code == 400
 
@@ -423,3 +434,14 @@ async def test_rest_over_a_real_server(live_url: str) -> None:
         assert {r["plugin"] for r in results} >= {"echo", "strict", "routed"}
         too_big = await live.post("/hooks/post_plan", content=b"x" * (MAX_BODY_BYTES + 1))
         assert too_big.status_code == 413
+
+
+GARBAGE = [b"", b"null", b"\xff\xfe\x00", b"{}", b'{"config": null}', b"1e999999", b'{"": []}']
+
+
+async def test_no_malformed_request_yields_a_500(app: Starlette, client: httpx.AsyncClient) -> None:
+    for method, path in every_endpoint(app):
+        for body in GARBAGE:
+            for url in (path, path + "?limit=%FF&hook=%00", path.replace("echo", "%C3%28")):
+                response = await client.request(method, url, headers=ADMIN, content=body)
+                assert response.status_code < 500, (method, url, body, response.text)
