@@ -7,6 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.routing import Mount, Route
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from agent_pm.api.plugin_routes import PluginRoutes, is_public_route
 from agent_pm.plugins import PluginRegistry, public
@@ -89,3 +91,14 @@ def test_is_public_route_follows_marks_through_mounts() -> None:
     assert is_public_route(public_child, scope)
     assert is_public_route(public_mount, scope)
     assert not is_public_route(public_child, {**scope, "path": "/q/a"})
+
+
+async def test_websocket_routes_are_authenticated_over_a_real_server(live_url: str) -> None:
+    url = live_url.replace("http", "ws", 1) + "/plugins/routed/ws"
+    with pytest.raises(InvalidStatus) as denied:
+        async with connect(url):
+            pass
+    assert denied.value.response.status_code == 401
+    assert b'"error":"unauthorized"' in denied.value.response.body
+    async with connect(url, additional_headers=READ) as websocket:
+        assert await websocket.recv() == "read"
