@@ -30,7 +30,7 @@ class AdminError(Exception):
 class AdminClient(Protocol):
     """The plugin operations the CLI needs."""
 
-    def list(self) -> dict[str, Any]: ...
+    def list_plugins(self) -> dict[str, Any]: ...
     def get(self, name: str) -> dict[str, Any]: ...
     def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]: ...
     def reload(self, name: str | None) -> dict[str, Any]: ...
@@ -55,7 +55,7 @@ class FileClient:
 
         return anyio.run(main)
 
-    def list(self) -> dict[str, Any]:
+    def list_plugins(self) -> dict[str, Any]:
         async def read(registry: PluginRegistry) -> dict[str, Any]:
             return {
                 "plugins": registry.list_metadata(history=False),
@@ -140,7 +140,7 @@ class HttpClient:
             raise AdminError(f"{detail or response.reason_phrase} (HTTP {response.status_code})")
         return data
 
-    def list(self) -> dict[str, Any]:
+    def list_plugins(self) -> dict[str, Any]:
         data: dict[str, Any] = self._call("GET", "/plugins")
         return data
 

@@ -60,8 +60,9 @@ def merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in updates.items():
         current = merged.get(key)
-        both_dicts = isinstance(current, dict) and isinstance(value, dict)
-        merged[key] = merge(current, value) if both_dicts else value
+        if isinstance(current, dict) and isinstance(value, dict):
+            value = merge(current, value)
+        merged[key] = value
     return merged
 
 
@@ -120,7 +121,7 @@ def _print_plugins(plugins: list[dict[str, Any]], out: TextIO) -> None:
 
 
 def _list(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
-    data = client.list()
+    data = client.list_plugins()
     if args.json:
         _print_json(data, out)
     else:
@@ -187,7 +188,7 @@ def _reload(args: argparse.Namespace, client: AdminClient, out: TextIO, err: Tex
 
 def _update(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
     updates = parse_assignments(args.set)
-    current = client.get(args.name).get("config", {})
+    current = client.get(args.name).get("config") or {}
     return _report(args, "updated", client.update_config(args.name, merge(current, updates)), out)
 
 

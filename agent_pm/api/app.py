@@ -10,7 +10,6 @@ from pathlib import Path
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import get_route_path
 from starlette.types import Scope
 
 from agent_pm.api import dashboard, metrics, openapi, rest, stream
@@ -23,6 +22,13 @@ from agent_pm.settings import Settings
 __all__ = ["PUBLIC_PATHS", "create_app"]
 
 PUBLIC_PATHS = frozenset({"/health"})
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's mount point (``root_path``), as routing sees it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _version() -> str:
@@ -56,7 +62,7 @@ def create_app(
     plugin_routes = PluginRoutes(lambda: app.state.registry)
 
     def is_public(scope: Scope) -> bool:
-        return get_route_path(scope) in PUBLIC_PATHS or plugin_routes.is_public(scope)
+        return _route_path(scope) in PUBLIC_PATHS or plugin_routes.is_public(scope)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
