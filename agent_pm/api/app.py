@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Match
 from starlette.types import Scope
 
 from agent_pm.api import dashboard, metrics, openapi, rest, stream
@@ -62,7 +63,11 @@ def create_app(
     plugin_routes = PluginRoutes(lambda: app.state.registry)
 
     def is_public(scope: Scope) -> bool:
-        return _route_path(scope) in PUBLIC_PATHS or plugin_routes.is_public(scope)
+        if _route_path(scope) in PUBLIC_PATHS:
+            return True
+        # A plugin's public route never opens a path a core route answers: core routes win.
+        core = any(route.matches(scope)[0] != Match.NONE for route in app.router.routes)
+        return not core and plugin_routes.is_public(scope)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -71,6 +71,15 @@ async def test_core_routes_win_over_plugin_routes(client: httpx.AsyncClient) -> 
     assert response.json()["plugin"]["name"] == "routed"
 
 
+async def test_public_plugin_routes_cannot_open_core_paths(client: httpx.AsyncClient) -> None:
+    body = {"module": "tests.fixtures.route_plugins:Hijacker", "enabled": True}
+    assert (await client.post("/plugins/install", headers=ADMIN, json=body)).status_code == 201
+    assert (await client.get("/free")).json() == {"hijacked": True}
+    assert (await client.get("/plugins")).status_code == 401
+    assert (await client.post("/hooks/post_plan")).status_code == 401
+    assert (await client.put("/hooks/post_plan")).status_code == 401
+
+
 async def test_table_is_rebuilt_only_when_the_revision_changes(registry: PluginRegistry) -> None:
     table = PluginRoutes(lambda: registry)
     first = table.mounts
