@@ -25,6 +25,7 @@ from agent_pm.settings import Settings
 __all__ = [
     "API_KEY_HEADER",
     "INVALID",
+    "READ_METHODS",
     "ApiKeys",
     "AuthMiddleware",
     "CredentialReader",
@@ -40,7 +41,7 @@ Role = Literal["read", "admin"]
 INVALID: Literal["invalid"] = "invalid"
 Verdict = Role | Literal["invalid"] | None
 CredentialReader = Callable[[Scope], Verdict]
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _RANK: dict[Role, int] = {"read": 0, "admin": 1}
 
 
@@ -86,7 +87,7 @@ def api_key_reader(keys: ApiKeys) -> CredentialReader:
 
 def required_role(scope: Scope) -> Role:
     """Reads need ``read``; anything that may change state needs ``admin``."""
-    if scope["type"] == "websocket" or scope.get("method", "GET") in _READ_METHODS:
+    if scope["type"] == "websocket" or scope.get("method", "GET") in READ_METHODS:
         return "read"
     return "admin"
 

@@ -65,7 +65,9 @@ class HookHistograms:
         for message in messages:
             if isinstance(message, HookSample):
                 key = (message.plugin, message.hook)
-                histogram = self.histograms.get(key) or self.histograms.setdefault(key, Histogram())
+                histogram = self.histograms.get(key)
+                if histogram is None:
+                    histogram = self.histograms[key] = Histogram()
                 histogram.observe(message.duration_ms / 1000)
             elif isinstance(message, Lagged):
                 self.dropped += message.missed

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from agent_pm.api.auth import READ_METHODS
 from agent_pm.api.errors import ErrorBody
 
 __all__ = ["Operation", "build_document", "routes"]
@@ -50,7 +51,7 @@ class Operation:
 
     @property
     def admin(self) -> bool:
-        return self.method not in ("GET", "HEAD")
+        return self.method not in READ_METHODS
 
 
 def _schema_types(operations: Sequence[Operation]) -> list[Any]:

@@ -245,7 +245,6 @@ async def reload_plugin(request: Request) -> Response:
 async def update_config(request: Request) -> Response:
     name = request.path_params["name"]
     registry = registry_of(request)
-    registry.metadata_for(name, history=False)  # 404 before reading a body for nobody
     body = await decode(request, ConfigBody)
     metadata = await registry.update_config(name, body.config, revision=expected_revision(request))
     return reply(request, PluginEnvelope(metadata))
