@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import msgspec
 from starlette.exceptions import HTTPException
@@ -20,76 +20,31 @@ from starlette.routing import BaseRoute, Route
 
 from agent_pm.api.errors import JSONResponse
 from agent_pm.api.openapi import Operation
+from agent_pm.api.reading import decode, expected_revision, query_int, read_body
+from agent_pm.api.schemas import (
+    Catalogue,
+    ConfigBody,
+    Health,
+    HookPayload,
+    HookResults,
+    InstallBody,
+    PluginEnvelope,
+    PluginHistory,
+    PluginList,
+    Removed,
+)
 from agent_pm.errors import RevisionConflictError
-from agent_pm.plugins.discovery import CatalogueEntry
 from agent_pm.plugins.dispatch import HookResult
-from agent_pm.plugins.manifest import HookName, ModulePath, PluginName
+from agent_pm.plugins.manifest import HookName
 from agent_pm.plugins.registry import PluginRegistry
 
-__all__ = ["MAX_BODY_BYTES", "OPERATIONS", "routes", "safe_result"]
+__all__ = ["OPERATIONS", "routes", "safe_result"]
 
-MAX_BODY_BYTES = 1024 * 1024
-T = TypeVar("T")
-Metadata = Annotated[dict[str, Any], msgspec.Meta(description="A plugin's registry metadata")]
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 200
 
 
-# -- bodies and responses --------------------------------------------------------------------
-
-
-class InstallBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Install by ``entry_point`` (from the catalogue) or ``module`` (``pkg.mod:Class``)."""
-
-    entry_point: str | None = None
-    module: ModulePath | None = None
-    name: PluginName | None = None
-    enabled: bool = False
-    description: str | None = None
-    config: dict[str, Any] | None = None
-
-
-class ConfigBody(msgspec.Struct, forbid_unknown_fields=True):
-    """The new config; it replaces the old one and is validated against the plugin's schema."""
-
-    config: dict[str, Any]
-
-
-class HookPayload(msgspec.Struct):
-    """Documentation stand-in: the body of ``/hooks/{hook}`` is any JSON object (the payload)."""
-
-
-class PluginList(msgspec.Struct):
-    plugins: list[Metadata]
-    revision: int
-
-
-class PluginEnvelope(msgspec.Struct):
-    plugin: Metadata
-
-
-class PluginHistory(msgspec.Struct):
-    plugin: str
-    history: dict[str, list[dict[str, Any]]]
-
-
-class Catalogue(msgspec.Struct):
-    entry_points: list[CatalogueEntry]
-
-
-class Removed(msgspec.Struct):
-    removed: str
-
-
-class HookResults(msgspec.Struct):
-    results: list[HookResult]
-
-
-class Health(msgspec.Struct):
-    status: str = "ok"
-
-
-# -- request helpers ---------------------------------------------------------------------------
+# -- helpers ------------------------------------------------------------------------------------
 
 
 def registry_of(request: Request) -> PluginRegistry:
@@ -97,66 +52,10 @@ def registry_of(request: Request) -> PluginRegistry:
     return registry
 
 
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    """The request body, refused with 413 as soon as it grows past ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        length = _natural(declared)
-        if length is None:
-            raise HTTPException(400, "invalid Content-Length header")
-        if length > limit:
-            raise HTTPException(413, f"request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def decode(request: Request, kind: type[T]) -> T:
-    """The body decoded into ``kind``; 400 with msgspec's reason when it does not fit."""
-    body = await read_body(request)
-    if not body.strip():
-        raise HTTPException(400, "a JSON request body is required")
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise HTTPException(400, f"malformed body: {exc}") from None
-
-
-def expected_revision(request: Request) -> int | None:
-    """The revision of ``If-Match`` (a number, quoted or not); ``None`` without the header."""
-    raw = request.headers.get("if-match")
-    if raw is None or raw.strip() == "*":
-        return None
-    revision = _natural(raw.strip().removeprefix("W/").strip('"'))
-    if revision is None:
-        raise HTTPException(400, "If-Match must be a registry revision number")
-    return revision
-
-
 def reply(request: Request, content: Any, status: int = 200) -> JSONResponse:
     """Encode ``content``; the ``ETag`` carries the revision to send back in ``If-Match``."""
     revision = registry_of(request).revision
     return JSONResponse(content, status_code=status, headers={"ETag": f'"{revision}"'})
-
-
-def _query_int(request: Request, key: str) -> int | None:
-    raw = request.query_params.get(key)
-    if raw is None:
-        return None
-    value = _natural(raw)
-    if value is None:
-        raise HTTPException(400, f"{key} must be a non-negative integer")
-    return value
-
-
-def _natural(text: str) -> int | None:
-    """``text`` as a non-negative integer in ASCII digits, else ``None`` (``"²"`` is a digit)."""
-    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def safe_result(result: HookResult) -> HookResult:
@@ -191,7 +90,7 @@ async def get_plugin(request: Request) -> Response:
 async def plugin_history(request: Request) -> Response:
     name = request.path_params["name"]
     hook = request.query_params.get("hook")
-    limit = _query_int(request, "limit")
+    limit = query_int(request, "limit")
     history = registry_of(request).history(name, hook, limit)
     return reply(request, PluginHistory(name, history))
 
@@ -275,7 +174,10 @@ async def fire_hook(request: Request) -> Response:
     if revision is not None and revision != registry.revision:
         raise RevisionConflictError(revision, registry.revision)
     results = await registry.fire(hook, **payload)
-    return reply(request, HookResults([safe_result(r) for r in results]))
+    try:
+        return reply(request, HookResults(results))
+    except Exception:  # encode once; only a failure pays for finding the culprits
+        return reply(request, HookResults([safe_result(r) for r in results]))
 
 
 def _payload(body: bytes) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from agent_pm.api.rest import MAX_BODY_BYTES
+from agent_pm.api.reading import MAX_BODY_BYTES
 from agent_pm.plugins import PluginRegistry
 from tests.api.conftest import ADMIN, MANIFEST, every_endpoint
 
