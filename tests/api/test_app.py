@@ -44,3 +44,10 @@ async def test_app_starts_on_the_bundled_manifest() -> None:
 async def test_flags_are_recorded_for_the_demo_and_watcher(settings: Settings) -> None:
     app = create_app(settings, demo=True, watch=False)
     assert (app.state.demo, app.state.watch) == (True, False)
+
+
+def test_api_package_exports_create_app() -> None:
+    import agent_pm.api
+
+    assert agent_pm.api.__all__ == ["create_app"]
+    assert agent_pm.api.create_app is create_app
