@@ -16,13 +16,13 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-import uvicorn
 
 from agent_pm.api.app import create_app
 from agent_pm.cli import main
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
-from tests.api.conftest import ADMIN_KEY, MANIFEST, READ_KEY, bound_socket
+from tests.api.conftest import ADMIN_KEY, MANIFEST, READ_KEY
+from tests.fixtures.servers import bound_socket, live_server
 
 ROOT = Path(__file__).parents[1]
 ENV_KEYS = ("PLUGINS_API_URL", "PLUGINS_API_KEY", "API_KEY", "ADMIN_API_KEY", "PLUGIN_CONFIG_PATH")
@@ -230,16 +230,11 @@ async def server_url(manifest: Path) -> AsyncIterator[str]:
             "PLUGIN_INSTALL_ALLOW": "tests.fixtures.route_plugins",
         }
     )
-    sock = bound_socket()
-    async with PluginRegistry(manifest, settings) as registry:
-        app = create_app(settings, registry=registry)
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning"))
-        async with anyio.create_task_group() as group:
-            group.start_soon(server.serve, [sock])
-            host, port = sock.getsockname()
-            yield f"http://{host}:{port}"
-            server.should_exit = True
-    sock.close()
+    async with (
+        PluginRegistry(manifest, settings) as registry,
+        live_server(create_app(settings, registry=registry)) as url,
+    ):
+        yield url
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from agent_pm.api.app import create_app
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
+from tests.fixtures.servers import live_server
 
 READ_KEY = "read-key-for-tests"
 ADMIN_KEY = "admin-key-for-tests"
@@ -83,27 +81,11 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def bound_socket() -> socket.socket:
-    """A listening loopback socket on a free port; connections queue until the server runs."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    return sock
-
-
 @pytest.fixture
 async def live_url(app: Starlette) -> AsyncIterator[str]:
     """The app served by a real uvicorn on a free loopback port."""
-    sock = bound_socket()
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", ws="websockets-sansio")
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as group:
-        group.start_soon(server.serve, [sock])
-        host, port = sock.getsockname()
-        yield f"http://{host}:{port}"
-        server.should_exit = True
-    sock.close()
+    async with live_server(app) as url:
+        yield url
 
 
 PARAMS = {"name": "echo", "hook": "post_plan"}
