@@ -121,12 +121,18 @@ class HttpClient:
 
         headers = {"X-API-Key": api_key} if api_key else {}
         self._httpx = httpx
+        self._etag: str | None = None
+        self._read_at: dict[str, str] = {}
         self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
         path = "/".join(quote(part, safe="") for part in path.split("/"))
         content = msgspec.json.encode(body) if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else {}
+        headers = dict(headers or {})
+        if content is not None:
+            headers["Content-Type"] = "application/json"
         try:
             response = self._client.request(method, path, content=content, headers=headers)
         except self._httpx.HTTPError as exc:
@@ -138,6 +144,7 @@ class HttpClient:
         if response.is_error:
             detail = data.get("detail") if isinstance(data, dict) else None
             raise AdminError(f"{detail or response.reason_phrase} (HTTP {response.status_code})")
+        self._etag = response.headers.get("etag")
         return data
 
     def list_plugins(self) -> dict[str, Any]:
@@ -146,6 +153,8 @@ class HttpClient:
 
     def get(self, name: str) -> dict[str, Any]:
         metadata: dict[str, Any] = self._call("GET", f"/plugins/{name}")["plugin"]
+        if self._etag is not None:
+            self._read_at[name] = self._etag
         return metadata
 
     def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
@@ -160,8 +169,14 @@ class HttpClient:
         return data
 
     def update_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Replace the config; if it was read with :meth:`get`, only if nothing changed since."""
+        # The CLI merges into the config it read: a change in between must fail (412), not be
+        # silently overwritten.
+        read_at = self._read_at.get(name)
+        headers = {"If-Match": read_at} if read_at else {}
         body = {"config": config}
-        metadata: dict[str, Any] = self._call("POST", f"/plugins/{name}/config", body)["plugin"]
+        response = self._call("POST", f"/plugins/{name}/config", body, headers)
+        metadata: dict[str, Any] = response["plugin"]
         return metadata
 
     def discover(self) -> list[dict[str, Any]]:

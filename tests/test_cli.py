@@ -17,6 +17,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
+from agent_pm.admin_client import AdminError, HttpClient
 from agent_pm.api.app import create_app
 from agent_pm.cli import main
 from agent_pm.plugins import PluginRegistry
@@ -342,3 +343,21 @@ def test_serve_process_answers_health_and_stops_cleanly_on_sigterm(
     assert logins[0].endswith(f"http://127.0.0.1:{url.rsplit(':', 1)[1]}/dashboard/login#key={key}")
     assert key not in err
     assert "Traceback" not in err
+
+
+@pytest.mark.anyio
+async def test_http_update_refuses_to_overwrite_a_concurrent_change(server_url: str) -> None:
+    def race() -> str:
+        client = HttpClient(server_url, ADMIN_KEY)
+        other = HttpClient(server_url, ADMIN_KEY)
+        try:
+            client.get("strict")
+            other.update_config("strict", {"channel": "#theirs"})
+            with pytest.raises(AdminError, match=r"HTTP 412"):
+                client.update_config("strict", {"channel": "#mine"})
+            return str(other.get("strict")["config"]["channel"])
+        finally:
+            client.close()
+            other.close()
+
+    assert await anyio.to_thread.run_sync(race) == "#theirs"
