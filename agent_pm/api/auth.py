@@ -3,8 +3,8 @@
 Every HTTP request and WebSocket handshake passes :class:`AuthMiddleware`. It asks its credential
 readers, in order, who the caller is; the first reader that recognises a credential decides. Safe
 methods (and WebSocket handshakes, which only read) need the ``read`` role, everything else needs
-``admin``. Only paths the ``is_public`` predicate accepts skip the check. The role lands in
-``scope["state"]["role"]`` for the endpoints. A dashboard session reader plugs in later as one
+``admin``; a request the readers do not authorise passes only if the ``is_public`` predicate
+accepts it (a public route). The role lands in ``scope["state"]["role"]`` for the endpoints. A dashboard session reader plugs in later as one
 more :data:`CredentialReader`.
 """
 
@@ -106,19 +106,22 @@ class AuthMiddleware:
         self.is_public = is_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self.is_public(scope):
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         verdict = self._authenticate(scope)
-        if verdict is None:
+        if verdict in ("read", "admin") and _RANK[verdict] >= _RANK[required_role(scope)]:
+            scope.setdefault("state", {})["role"] = verdict
+            await self.app(scope, receive, send)
+        # Checked only for requests that would be refused, so authorised traffic skips it.
+        elif self.is_public(scope):
+            await self.app(scope, receive, send)
+        elif verdict is None:
             await deny(scope, receive, send, 401, "unauthorized", "missing X-API-Key header")
         elif verdict == INVALID:
             await deny(scope, receive, send, 403, "forbidden", "invalid API key")
-        elif _RANK[verdict] < _RANK[required_role(scope)]:
-            await deny(scope, receive, send, 403, "forbidden", "this operation needs the admin key")
         else:
-            scope.setdefault("state", {})["role"] = verdict
-            await self.app(scope, receive, send)
+            await deny(scope, receive, send, 403, "forbidden", "this operation needs the admin key")
 
     def _authenticate(self, scope: Scope) -> Verdict:
         for reader in self.readers:
