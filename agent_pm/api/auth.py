@@ -4,8 +4,8 @@ Every HTTP request and WebSocket handshake passes :class:`AuthMiddleware`. It as
 readers, in order, who the caller is; the first reader that recognises a credential decides. Safe
 methods (and WebSocket handshakes, which only read) need the ``read`` role, everything else needs
 ``admin``; a request the readers do not authorise passes only if the ``is_public`` predicate
-accepts it (a public route). The role lands in ``scope["state"]["role"]`` for the endpoints. A dashboard session reader plugs in later as one
-more :data:`CredentialReader`.
+accepts it (a public route). The role lands in ``scope["state"]["role"]`` for the endpoints.
+A dashboard session reader plugs in later as one more :data:`CredentialReader`.
 """
 
 from __future__ import annotations

@@ -120,7 +120,11 @@ def exception_handlers() -> dict[Any, Any]:
 
 
 class CatchAllMiddleware:
-    """Turn an unexpected exception into a logged JSON 500 (when no response has started)."""
+    """Turn an unexpected exception into a logged JSON 500.
+
+    Once a response has started, an error response is impossible; the exception goes on to the
+    server, which aborts the connection so the client cannot take a truncated body as whole.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -139,8 +143,8 @@ class CatchAllMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception:
-            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
-                return
+                raise  # too late for an error response: the server must abort the connection
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             response = error_response(500, "internal_error", "unexpected server error")
             await response(scope, receive, send)

@@ -40,6 +40,7 @@ from agent_pm.plugins.registry import PluginRegistry
 
 __all__ = ["OPERATIONS", "routes", "safe_result"]
 
+# Bounded, and it survives a __repr__ that raises.
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 200
 
@@ -63,15 +64,8 @@ def safe_result(result: HookResult) -> HookResult:
     try:
         msgspec.json.encode(result.value)
     except Exception:  # any failure to encode a plugin's value is the plugin's business
-        return msgspec.structs.replace(result, value=_safe_repr(result.value))
+        return msgspec.structs.replace(result, value=_repr.repr(result.value))
     return result
-
-
-def _safe_repr(value: Any) -> str:
-    try:
-        return _repr.repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__name__}>"
 
 
 # -- endpoints -----------------------------------------------------------------------------------
