@@ -19,7 +19,7 @@ import pytest
 
 from agent_pm.admin_client import AdminError, HttpClient
 from agent_pm.api.app import create_app
-from agent_pm.cli import main
+from agent_pm.cli import main, plugins_main
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN_KEY, MANIFEST, READ_KEY
@@ -361,3 +361,61 @@ async def test_http_update_refuses_to_overwrite_a_concurrent_change(server_url: 
             other.close()
 
     assert await anyio.to_thread.run_sync(race) == "#theirs"
+
+
+# -- serve, in process ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def captured_run(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, str, int]]:
+    calls: list[tuple[object, str, int]] = []
+    monkeypatch.setattr("agent_pm.server.run", lambda *args: calls.append(args))
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"),
+    [("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("::1", "[::1]"), ("example.test", "example.test")],
+)
+def test_serve_prints_a_login_url_when_no_key_is_set(
+    captured_run: list[tuple[object, str, int]],
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    host: str,
+    shown: str,
+) -> None:
+    code, out, _ = run(capsys, "serve", "--host", host, "--port", "9", "--manifest", str(manifest))
+    app, bound_host, port = captured_run[0]
+    key = app.state.api_keys.admin  # type: ignore[attr-defined]
+    assert code == 0 and (bound_host, port) == (host, 9)
+    assert out == f"No API key configured; log in at http://{shown}:9/dashboard/login#key={key}\n"
+    assert (app.state.demo, app.state.watch) == (False, True)  # type: ignore[attr-defined]
+
+
+def test_serve_with_a_key_prints_nothing_and_passes_flags(
+    captured_run: list[tuple[object, str, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("API_KEY", "configured")
+    code, out, _ = run(capsys, "serve", "--no-watch")
+    app = captured_run[0][0]
+    assert (code, out) == (0, "")
+    assert app.state.watch is False  # type: ignore[attr-defined]
+    assert app.state.api_keys.role_for("configured") == "admin"  # type: ignore[attr-defined]
+
+
+def test_bad_settings_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOOK_TIMEOUT_SECONDS", "soon")
+    code, _, err = run(capsys, "plugins", "list")
+    assert code == 1
+    assert err == "agent-pm: error: HOOK_TIMEOUT_SECONDS must be a number of seconds, got 'soon'\n"
+
+
+def test_plugins_main_runs_without_the_prefix(
+    manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert plugins_main(["--manifest", str(manifest), "--json", "remove", "strict"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"removed": "strict"}

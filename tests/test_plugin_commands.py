@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent_pm.admin_client import AdminError
-from agent_pm.plugin_commands import format_table, merge, parse_assignments
+from agent_pm.plugin_commands import _warnings, format_table, merge, parse_assignments
 
 
 def test_parse_assignments_reads_yaml_scalars_and_nests_dotted_keys() -> None:
@@ -40,3 +40,21 @@ def test_merge_is_deep_and_leaves_the_base_alone() -> None:
 
 def test_format_table_aligns_columns() -> None:
     assert format_table(("A", "BB"), [["long", "x"]]) == "A     BB\nlong  x"
+
+
+def warnings_for(**plugin: object) -> list[str]:
+    return list(_warnings({"name": "p", "secrets": {"missing": []}, **plugin}))
+
+
+def test_warnings_name_failures_errors_and_missing_secrets() -> None:
+    assert warnings_for(state="failed", error="on_enable broke") == [
+        "warning: p failed to start: on_enable broke"
+    ]
+    last = {"stage": "hook:post_plan", "message": "timed out"}
+    assert warnings_for(state="enabled", errors=[{"stage": "x", "message": "y"}, last]) == [
+        "warning: p: last error (hook:post_plan): timed out"
+    ]
+    assert warnings_for(state="enabled", secrets={"missing": ["A", "B"]})[0].startswith(
+        "hint: p is missing secret(s) A, B"
+    )
+    assert warnings_for(state="disabled") == []
