@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,8 +46,13 @@ _RANK: dict[Role, int] = {"read": 0, "admin": 1}
 
 
 @dataclass(frozen=True)
-class ApiKeys:
-    """The keys the server accepts; ``generated`` when no key was configured."""
+class ApiKeys(Mapping[str, Role]):
+    """The keys the server accepts; ``generated`` when no key was configured.
+
+    It is also a read-only mapping of key to role, the form a session signer (which derives its
+    key from the API keys, so rotating them ends sessions) takes. Lookups go through
+    :meth:`role_for`, in constant time.
+    """
 
     admin: str = field(repr=False)
     read: str | None = field(default=None, repr=False)
@@ -71,6 +76,23 @@ class ApiKeys:
         if is_admin:
             return "admin"
         return "read" if is_read and self.read is not None else None
+
+    def _roles(self) -> dict[str, Role]:
+        roles: dict[str, Role] = {self.read: "read"} if self.read is not None else {}
+        roles[self.admin] = "admin"
+        return roles
+
+    def __getitem__(self, key: str) -> Role:
+        role = self.role_for(key)
+        if role is None:
+            raise KeyError("not an accepted API key")  # never echo the key
+        return role
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._roles())
+
+    def __len__(self) -> int:
+        return len(self._roles())
 
 
 def api_key_reader(keys: ApiKeys) -> CredentialReader:

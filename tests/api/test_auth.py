@@ -30,6 +30,15 @@ def test_keys_from_settings() -> None:
     assert "secret-value" not in repr(ApiKeys(admin="secret-value"))
 
 
+def test_keys_are_a_mapping_of_key_to_role() -> None:
+    keys = ApiKeys(admin="a", read="r")
+    assert dict(keys) == {"r": "read", "a": "admin"}
+    assert dict(ApiKeys(admin="a")) == {"a": "admin"}
+    assert keys["r"] == "read"
+    with pytest.raises(KeyError, match="not an accepted API key"):
+        keys["guess"]
+
+
 def test_api_key_reader_verdicts() -> None:
     reader = api_key_reader(ApiKeys(admin="a", read="r"))
 
