@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main", "plugins_main"]
 
 PROG = "agent-pm"
+LOGIN_PATH = "/dashboard/login"
 
 
 # -- parsers ---------------------------------------------------------------------------------
@@ -119,7 +120,8 @@ def _login_url(host: str, port: int, key: str) -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host  # noqa: S104
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/dashboard/login#key={key}"
+    # The key rides in the fragment, which browsers never send: it stays out of access logs.
+    return f"http://{shown}:{port}{LOGIN_PATH}#key={key}"
 
 
 def _demo_available() -> bool:
