@@ -66,3 +66,33 @@ def registry_factory(tmp_path: Path, settings: Settings):
             yield registry
 
     return make
+
+
+FAKE_ENTRY_POINTS = """\
+[agent_pm.plugins]
+echo-ep = tests.fixtures.plugins:Echo
+strict-ep = tests.fixtures.route_plugins:Strict
+missing-ep = tests.fixtures.does_not_exist:Nothing
+not-a-plugin = tests.fixtures.plugins:NotAPlugin
+module-only = tests.fixtures.plugins
+"""
+
+
+def make_distribution(site: Path, name: str, entry_points: str, version: str = "1.0") -> Path:
+    """Create an installed-looking distribution (``*.dist-info``) with entry points in ``site``."""
+    dist_info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    )
+    (dist_info / "entry_points.txt").write_text(entry_points)
+    return dist_info
+
+
+@pytest.fixture
+def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory on ``sys.path`` holding a distribution with ``agent_pm.plugins`` entry points."""
+    site = tmp_path / "site"
+    make_distribution(site, "fake-plugins", FAKE_ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(site))
+    return site

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import msgspec
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import Comment, CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
@@ -185,7 +185,12 @@ class Manifest:
 
     def copy(self) -> Manifest:
         """A deep copy to mutate as a candidate; the original stays as it was."""
-        return Manifest(self.path, copy.deepcopy(self.root), self.digest)
+        root = copy.deepcopy(self.root)
+        # ruamel copies a list's comments only while copying its items, so an empty manifest
+        # would lose its header comment on the first write.
+        if not self.root and hasattr(self.root, Comment.attrib):
+            setattr(root, Comment.attrib, copy.deepcopy(getattr(self.root, Comment.attrib)))
+        return Manifest(self.path, root, self.digest)
 
     def find(self, name: str) -> CommentedMap:
         """The raw mapping of the valid entry named ``name``."""

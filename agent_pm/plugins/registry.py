@@ -37,6 +37,7 @@ from agent_pm.errors import (
 )
 from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.bus import Bus, StateChange
+from agent_pm.plugins.discovery import CatalogueEntry, discover_plugins
 from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target
 from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
 from agent_pm.plugins.manifest import Manifest, ManifestItem, current_digest, to_plain
@@ -117,7 +118,13 @@ class PluginRegistry(Emitter):
                     await self._deactivate(record)
         assert self._task_group is not None
         try:
-            await self._task_group.__aexit__(exc_type, exc, tb)
+            if isinstance(exc, Exception):
+                # The body failed: stop background work and let the error propagate as itself;
+                # handed to the task group it would come out wrapped in an ExceptionGroup.
+                self._task_group.cancel_scope.cancel()
+                await self._task_group.__aexit__(None, None, None)
+            else:
+                await self._task_group.__aexit__(exc_type, exc, tb)
         finally:
             self._task_group = None
             self.bus.close()
@@ -527,6 +534,39 @@ class PluginRegistry(Emitter):
             self._records[plugin_name] = record
             self._changed([record])
             return record.metadata()
+
+    async def discover_plugins(self) -> list[CatalogueEntry]:
+        """The entry-point catalogue, marking what this manifest already configures."""
+        configured = [*self._records]
+        configured += [r.entry.module for r in self._records.values() if r.entry is not None]
+        return await anyio.to_thread.run_sync(discover_plugins, configured)
+
+    async def install_entry_point(
+        self,
+        entry_point: str,
+        *,
+        name: str | None = None,
+        enabled: bool = False,
+        description: str | None = None,
+        config: dict[str, Any] | None = None,
+        revision: int | None = None,
+    ) -> dict[str, Any]:
+        """Install the plugin an entry point of the catalogue names; trusted, as it is installed."""
+        catalogue = await self.discover_plugins()
+        found = next((e for e in catalogue if e.entry_point == entry_point), None)
+        if found is None:
+            raise PluginNotFoundError(f"no installed entry point named {entry_point!r}")
+        if found.error is not None:
+            raise PluginLoadError(f"entry point {entry_point!r} is broken: {found.error}")
+        return await self.install(
+            found.module,
+            name=name,
+            enabled=enabled,
+            description=description,
+            config=config,
+            revision=revision,
+            trusted=True,
+        )
 
     # -- building and running plugins ----------------------------------------------------
 

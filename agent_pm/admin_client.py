@@ -1,0 +1,199 @@
+"""Plugin administration for the CLI: on the manifest file directly, or through a running server.
+
+Both clients offer the same operations and return the same JSON-ready shapes as the REST API, so
+the CLI formats their answers without knowing which one it talks to. Failures raise
+:class:`AdminError` (or a platform error in file mode) carrying one printable line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
+
+import anyio
+import msgspec
+
+from agent_pm.plugins.registry import PluginRegistry
+from agent_pm.settings import Settings
+
+__all__ = ["AdminClient", "AdminError", "FileClient", "HttpClient"]
+
+T = TypeVar("T")
+
+
+class AdminError(Exception):
+    """An administration request failed; the message is one line for the operator."""
+
+
+class AdminClient(Protocol):
+    """The plugin operations the CLI needs."""
+
+    def list_plugins(self) -> dict[str, Any]: ...
+    def get(self, name: str) -> dict[str, Any]: ...
+    def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]: ...
+    def reload(self, name: str | None) -> dict[str, Any]: ...
+    def update_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]: ...
+    def discover(self) -> list[dict[str, Any]]: ...
+    def install(self, *, entry_point: str | None, module: str | None, **options: Any) -> Any: ...
+    def remove(self, name: str) -> str: ...
+    def close(self) -> None: ...
+
+
+class FileClient:
+    """Works on the manifest file: each operation opens a registry on it, acts, and closes it."""
+
+    def __init__(self, manifest: Path, settings: Settings) -> None:
+        self.manifest = manifest
+        self.settings = settings
+
+    def _run(self, operation: Callable[[PluginRegistry], Awaitable[T]]) -> T:
+        async def main() -> T:
+            async with PluginRegistry(self.manifest, self.settings) as registry:
+                return await operation(registry)
+
+        return anyio.run(main)
+
+    def list_plugins(self) -> dict[str, Any]:
+        async def read(registry: PluginRegistry) -> dict[str, Any]:
+            return {
+                "plugins": registry.list_metadata(history=False),
+                "revision": registry.revision,
+                "config_errors": list(registry.config_errors),
+            }
+
+        return self._run(read)
+
+    def get(self, name: str) -> dict[str, Any]:
+        async def read(registry: PluginRegistry) -> dict[str, Any]:
+            return registry.metadata_for(name, history=False)
+
+        return self._run(read)
+
+    def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        return self._run(lambda registry: registry.set_enabled(name, enabled))
+
+    def reload(self, name: str | None) -> dict[str, Any]:
+        async def reload(registry: PluginRegistry) -> dict[str, Any]:
+            if name is not None:
+                return {"plugin": await registry.reload_plugin(name)}
+            return {"plugins": await registry.reload(), "revision": registry.revision}
+
+        return self._run(reload)
+
+    def update_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        return self._run(lambda registry: registry.update_config(name, config))
+
+    def discover(self) -> list[dict[str, Any]]:
+        async def discover(registry: PluginRegistry) -> list[dict[str, Any]]:
+            return [msgspec.to_builtins(entry) for entry in await registry.discover_plugins()]
+
+        return self._run(discover)
+
+    def install(
+        self, *, entry_point: str | None, module: str | None, **options: Any
+    ) -> dict[str, Any]:
+        async def install(registry: PluginRegistry) -> dict[str, Any]:
+            if entry_point is not None:
+                return await registry.install_entry_point(entry_point, **options)
+            assert module is not None
+            return await registry.install(module, **options)
+
+        return self._run(install)
+
+    def remove(self, name: str) -> str:
+        async def remove(registry: PluginRegistry) -> str:
+            await registry.remove(name)
+            return name
+
+        return self._run(remove)
+
+    def close(self) -> None:
+        """Nothing stays open between operations."""
+
+
+class HttpClient:
+    """Talks to a running server's REST API."""
+
+    def __init__(self, url: str, api_key: str | None, *, timeout: float = 30.0) -> None:
+        import httpx  # only the HTTP mode pays for importing it
+
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._httpx = httpx
+        self._etag: str | None = None
+        self._read_at: dict[str, str] = {}
+        self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def _call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        path = "/".join(quote(part, safe="") for part in path.split("/"))
+        content = msgspec.json.encode(body) if body is not None else None
+        headers = dict(headers or {})
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._client.request(method, path, content=content, headers=headers)
+        except self._httpx.HTTPError as exc:
+            raise AdminError(f"cannot reach {self._client.base_url}: {exc}") from None
+        try:
+            data = msgspec.json.decode(response.content) if response.content else {}
+        except msgspec.DecodeError:
+            data = {}
+        if response.is_error:
+            detail = data.get("detail") if isinstance(data, dict) else None
+            raise AdminError(f"{detail or response.reason_phrase} (HTTP {response.status_code})")
+        self._etag = response.headers.get("etag")
+        return data
+
+    def list_plugins(self) -> dict[str, Any]:
+        data: dict[str, Any] = self._call("GET", "/plugins")
+        return data
+
+    def get(self, name: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = self._call("GET", f"/plugins/{name}")["plugin"]
+        if self._etag is not None:
+            self._read_at[name] = self._etag
+        return metadata
+
+    def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
+        action = "enable" if enabled else "disable"
+        metadata: dict[str, Any] = self._call("POST", f"/plugins/{name}/{action}")["plugin"]
+        return metadata
+
+    def reload(self, name: str | None) -> dict[str, Any]:
+        data: dict[str, Any] = self._call(
+            "POST", f"/plugins/{name}/reload" if name else "/plugins/reload"
+        )
+        return data
+
+    def update_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Replace the config; if it was read with :meth:`get`, only if nothing changed since."""
+        # The CLI merges into the config it read: a change in between must fail (412), not be
+        # silently overwritten.
+        read_at = self._read_at.get(name)
+        headers = {"If-Match": read_at} if read_at else {}
+        body = {"config": config}
+        response = self._call("POST", f"/plugins/{name}/config", body, headers)
+        metadata: dict[str, Any] = response["plugin"]
+        return metadata
+
+    def discover(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = self._call("GET", "/plugins/discover")["entry_points"]
+        return entries
+
+    def install(
+        self, *, entry_point: str | None, module: str | None, **options: Any
+    ) -> dict[str, Any]:
+        body = {"entry_point": entry_point, "module": module, **options}
+        body = {key: value for key, value in body.items() if value is not None}
+        metadata: dict[str, Any] = self._call("POST", "/plugins/install", body)["plugin"]
+        return metadata
+
+    def remove(self, name: str) -> str:
+        removed: str = self._call("DELETE", f"/plugins/{name}")["removed"]
+        return removed
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,191 @@
+"""``agent-pm``: run the server (``serve``) and administer plugins (``plugins ...``).
+
+Only ``argparse`` is imported up front so ``agent-pm --help`` answers at once; each command
+imports what it needs. ``scripts/manage_plugins.py`` runs :func:`plugins_main`, the same
+``plugins`` commands without the prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent_pm.admin_client import AdminClient
+    from agent_pm.settings import Settings
+
+__all__ = ["build_parser", "main", "plugins_main"]
+
+PROG = "agent-pm"
+LOGIN_PATH = "/dashboard/login"
+
+
+# -- parsers ---------------------------------------------------------------------------------
+
+
+def _add_serve(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="run the operator API server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--manifest", help="plugin manifest (default: PLUGIN_CONFIG_PATH)")
+    serve.add_argument("--demo", action="store_true", help="also run the demo traffic source")
+    serve.add_argument("--no-watch", action="store_true", help="do not watch the manifest file")
+    serve.set_defaults(run=_serve)
+
+
+def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", help="manifest file (default: PLUGIN_CONFIG_PATH)")
+    parser.add_argument("--url", help="server to talk to (default: PLUGINS_API_URL)")
+    parser.add_argument("--api-key", help="API key for --url (default: PLUGINS_API_KEY)")
+    parser.add_argument("--json", action="store_true", help="print raw JSON")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("list", help="list plugins and their state")
+    commands.add_parser("discover", help="list installed plugin entry points")
+    for name, help_text in (("enable", "enable a plugin"), ("disable", "disable a plugin")):
+        commands.add_parser(name, help=help_text).add_argument("name")
+    commands.add_parser("reload", help="reload one plugin, or the manifest").add_argument(
+        "name", nargs="?"
+    )
+    commands.add_parser("remove", help="remove a plugin's entry").add_argument("name")
+    update = commands.add_parser("update", help="merge config values into a plugin's config")
+    update.add_argument("name")
+    update.add_argument("--set", action="append", required=True, metavar="KEY=VALUE")
+    install = commands.add_parser("install", help="add a plugin to the manifest")
+    source = install.add_mutually_exclusive_group(required=True)
+    source.add_argument("--entry-point", help="an entry point from `discover`")
+    source.add_argument("--module", help="pkg.module:Class (must be in PLUGIN_INSTALL_ALLOW)")
+    install.add_argument("--name")
+    install.add_argument("--enable", action="store_true")
+    install.add_argument("--description")
+    install.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``agent-pm`` argument parser."""
+    parser = argparse.ArgumentParser(prog=PROG, description="Agent PM's plugin platform.")
+    subparsers = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+    _add_serve(subparsers)
+    plugins = subparsers.add_parser("plugins", help="administer plugins")
+    _add_plugin_commands(plugins)
+    plugins.set_defaults(run=_plugins)
+    return parser
+
+
+def _plugins_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Administer Agent PM's plugins.")
+    _add_plugin_commands(parser)
+    parser.set_defaults(run=_plugins)
+    return parser
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from agent_pm.admin_client import AdminError
+    from agent_pm.errors import AgentPMError
+    from agent_pm.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        code: int = args.run(args, settings)
+    except (AgentPMError, AdminError, ValueError, OSError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``agent-pm``; returns the exit status."""
+    return _dispatch(build_parser().parse_args(argv))
+
+
+def plugins_main(argv: Sequence[str] | None = None, prog: str = "manage_plugins.py") -> int:
+    """Run the ``plugins`` commands without the ``plugins`` prefix."""
+    return _dispatch(_plugins_parser(prog).parse_args(argv))
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def _login_url(host: str, port: int, key: str) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host  # noqa: S104
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    # The key rides in the fragment, which browsers never send: it stays out of access logs.
+    return f"http://{shown}:{port}{LOGIN_PATH}#key={key}"
+
+
+def _demo_available() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("agent_pm.demo.traffic") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.demo and not _demo_available():
+        _fail("--demo needs agent_pm.demo.traffic, which is not installed")
+        return 2
+    from agent_pm.api.app import create_app
+    from agent_pm.api.auth import ApiKeys
+    from agent_pm.server import run
+
+    keys = ApiKeys.from_settings(settings)
+    app = create_app(
+        settings,
+        manifest_path=args.manifest or settings.plugin_config_path,
+        keys=keys,
+        demo=args.demo,
+        watch=not args.no_watch,
+    )
+    if keys.generated:
+        # Printed once, to stdout only: the key must never reach the logs.
+        print(f"No API key configured; log in at {_login_url(args.host, args.port, keys.admin)}")
+        sys.stdout.flush()
+    run(app, args.host, args.port)
+    return 0
+
+
+# -- plugins ---------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> AdminClient:
+    from pathlib import Path
+
+    from agent_pm.admin_client import FileClient, HttpClient
+
+    # Read through Settings' snapshot of the environment, like every other setting.
+    url = args.url or settings.environ.get("PLUGINS_API_URL")
+    if url:
+        return HttpClient(url, args.api_key or settings.environ.get("PLUGINS_API_KEY"))
+    manifest = Path(args.manifest) if args.manifest else settings.plugin_config_path
+    return FileClient(manifest, settings)
+
+
+def _plugins(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from agent_pm import plugin_commands
+
+    # The commands report problems themselves; the registry's log lines would repeat them.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s: %(message)s")
+    client = _client(args, settings)
+    try:
+        return plugin_commands.run(args, client)
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The ``plugins`` commands of the CLI: argument handling and output.
+
+Results go to stdout (a table, a one-line confirmation, or JSON with ``--json``); warnings and
+hints about invalid entries, errors and missing secrets go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TextIO
+
+import msgspec
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from agent_pm.admin_client import AdminClient, AdminError
+
+__all__ = ["format_table", "parse_assignments", "run"]
+
+
+# -- --set key=value ----------------------------------------------------------------------------
+
+
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+
+
+def _scalar(text: str) -> Any:
+    """``text`` read as YAML (``3`` is a number, ``true`` a boolean); plain text otherwise.
+
+    Only a YAML null spelling means null: ``#ops`` is a channel name, not a YAML comment.
+    """
+    try:
+        value = YAML(typ="safe", pure=True).load(text)
+    except YAMLError:
+        return text
+    return text if value is None and text.strip() not in _NULLS else value
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, Any]:
+    """``a.b=1`` items as a nested dict: ``{"a": {"b": 1}}``."""
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise AdminError(f"--set expects KEY=VALUE with a non-empty key, got {item!r}")
+        target = result
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[parts[-1]] = _scalar(raw)
+    return result
+
+
+def merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``updates`` merged in, nested mappings merged key by key."""
+    merged = dict(base)
+    for key, value in updates.items():
+        current = merged.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            value = merge(current, value)
+        merged[key] = value
+    return merged
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    )
+
+
+def _row(plugin: dict[str, Any]) -> list[str]:
+    stats = plugin.get("hook_stats", {}).values()
+    calls = sum(s["invocations"] for s in stats)
+    failures = sum(s["failures"] + s["timeouts"] for s in stats)
+    total_ms = sum(s["total_duration_ms"] for s in stats)
+    average = f"{total_ms / calls:.1f}" if calls else "-"
+    hooks = ",".join(plugin.get("hooks", [])) or "-"
+    return [plugin["name"], plugin["state"], hooks, str(calls), str(failures), average]
+
+
+def _warnings(plugin: dict[str, Any]) -> Iterable[str]:
+    name, error = plugin["name"], plugin.get("error")
+    if plugin["state"] == "invalid":
+        yield f"warning: {name} is invalid: {error}"
+    elif plugin["state"] == "failed":
+        yield f"warning: {name} failed to start: {error}"
+    elif plugin.get("errors"):
+        last = plugin["errors"][-1]
+        yield f"warning: {name}: last error ({last['stage']}): {last['message']}"
+    missing = plugin.get("secrets", {}).get("missing", [])
+    if missing:
+        yield (
+            f"hint: {name} is missing secret(s) {', '.join(missing)}: set them in the "
+            "environment, in config.secrets, or in the PLUGIN_SECRET_PATH file"
+        )
+
+
+def _print_json(data: Any, out: TextIO) -> None:
+    out.write(msgspec.json.format(msgspec.json.encode(data)).decode() + "\n")
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _print_plugins(plugins: list[dict[str, Any]], out: TextIO) -> None:
+    if not plugins:
+        out.write("no plugins in the manifest\n")
+        return
+    headers = ("NAME", "STATE", "HOOKS", "CALLS", "FAILED", "AVG MS")
+    out.write(format_table(headers, [_row(plugin) for plugin in plugins]) + "\n")
+
+
+def _list(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    data = client.list_plugins()
+    if args.json:
+        _print_json(data, out)
+    else:
+        _print_plugins(data["plugins"], out)
+    for problem in data.get("config_errors", []):
+        err.write(f"error: manifest: {problem}\n")
+    for plugin in data["plugins"]:
+        for line in _warnings(plugin):
+            err.write(line + "\n")
+    return 0
+
+
+def _discover(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    entries = client.discover()
+    if args.json:
+        _print_json(entries, out)
+    elif entries:
+        headers = ("ENTRY POINT", "PLUGIN", "DISTRIBUTION", "CONFIGURED", "DESCRIPTION")
+        rows = [
+            [
+                e["entry_point"],
+                e.get("plugin_name") or "-",
+                f"{e.get('distribution') or '-'} {e.get('version') or ''}".strip(),
+                "yes" if e.get("configured") else "no",
+                e.get("description") or "",
+            ]
+            for e in entries
+        ]
+        out.write(format_table(headers, rows) + "\n")
+    else:
+        out.write("no plugin entry points installed\n")
+    for entry in entries:
+        if entry.get("error"):
+            err.write(f"warning: entry point {entry['entry_point']}: {entry['error']}\n")
+    return 0
+
+
+def _report(args: argparse.Namespace, verb: str, metadata: dict[str, Any], out: TextIO) -> int:
+    if args.json:
+        _print_json(metadata, out)
+    else:
+        out.write(f"{verb} {metadata['name']} (state: {metadata['state']})\n")
+    return 0
+
+
+def _enable(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    return _report(args, "enabled", client.set_enabled(args.name, True), out)
+
+
+def _disable(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    return _report(args, "disabled", client.set_enabled(args.name, False), out)
+
+
+def _reload(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    data = client.reload(args.name)
+    if args.name is not None:
+        return _report(args, "reloaded", data["plugin"], out)
+    if args.json:
+        _print_json(data, out)
+    else:
+        out.write(f"reloaded the manifest: {len(data['plugins'])} plugin(s)\n")
+    return 0
+
+
+def _update(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    updates = parse_assignments(args.set)
+    current = client.get(args.name).get("config") or {}
+    return _report(args, "updated", client.update_config(args.name, merge(current, updates)), out)
+
+
+def _install(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    metadata = client.install(
+        entry_point=args.entry_point,
+        module=args.module,
+        name=args.name,
+        enabled=args.enable,
+        description=args.description,
+        config=parse_assignments(args.set),
+    )
+    return _report(args, "installed", metadata, out)
+
+
+def _remove(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    removed = client.remove(args.name)
+    if args.json:
+        _print_json({"removed": removed}, out)
+    else:
+        out.write(f"removed {removed}\n")
+    return 0
+
+
+Command = Callable[[argparse.Namespace, AdminClient, TextIO, TextIO], int]
+COMMANDS: dict[str, Command] = {
+    "list": _list,
+    "discover": _discover,
+    "enable": _enable,
+    "disable": _disable,
+    "reload": _reload,
+    "update": _update,
+    "install": _install,
+    "remove": _remove,
+}
+
+
+def run(
+    args: argparse.Namespace,
+    client: AdminClient,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run the parsed ``plugins`` command against ``client``."""
+    return COMMANDS[args.command](args, client, out or sys.stdout, err or sys.stderr)

@@ -1,0 +1,48 @@
+"""Running the app under uvicorn, shutting down gracefully on SIGINT and SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["GRACEFUL_SHUTDOWN_SECONDS", "run"]
+
+GRACEFUL_SHUTDOWN_SECONDS = 15
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a handled stop signal ends the process cleanly.
+
+    uvicorn re-raises the signal after its graceful shutdown, so a requested stop would end
+    with the signal's status; a finished graceful shutdown is a success (status 0).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run(app: ASGIApp, host: str, port: int) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM; the app's lifespan stops the registry."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    _Server(config).run()

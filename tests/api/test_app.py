@@ -1,0 +1,53 @@
+"""create_app: the lifespan owns the registry unless one is given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent_pm.api.app import create_app
+from agent_pm.settings import Settings
+from tests.fixtures.plugins import Lifecycle
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_lifespan_opens_and_closes_the_registry(
+    write_manifest: Callable[[str], Path], settings: Settings
+) -> None:
+    path = write_manifest(
+        "- name: lifecycle\n  module: tests.fixtures.plugins:Lifecycle\n  enabled: true\n"
+    )
+    Lifecycle.calls.clear()
+    app = create_app(settings, manifest_path=path)
+    key = app.state.api_keys.admin
+    assert app.state.api_keys.generated
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/plugins", headers={"X-API-Key": key})
+            assert [p["name"] for p in response.json()["plugins"]] == ["lifecycle"]
+    assert [method for _, method in Lifecycle.calls] == ["on_enable", "on_disable"]
+
+
+async def test_app_starts_on_the_bundled_manifest() -> None:
+    bundled = Path(__file__).parents[2] / "config" / "plugins.yaml"
+    app = create_app(Settings.from_env({"API_KEY": "k"}), manifest_path=bundled)
+    async with app.router.lifespan_context(app):
+        assert app.state.registry.config_errors == []
+        assert app.state.registry.list_metadata() == []
+
+
+async def test_flags_are_recorded_for_the_demo_and_watcher(settings: Settings) -> None:
+    app = create_app(settings, demo=True, watch=False)
+    assert (app.state.demo, app.state.watch) == (True, False)
+
+
+def test_api_package_exports_create_app() -> None:
+    import agent_pm.api
+
+    assert agent_pm.api.__all__ == ["create_app"]
+    assert agent_pm.api.create_app is create_app

@@ -1,0 +1,89 @@
+"""Errors become JSON responses in one place; unexpected ones are logged 500s."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from agent_pm.api.errors import CatchAllMiddleware, exception_handlers
+from agent_pm.api.rest import safe_result
+from agent_pm.errors import AgentPMError, EmitLoopError, LifecycleError
+from agent_pm.plugins import HookResult
+
+pytestmark = pytest.mark.anyio
+
+
+def raising(exc: Exception) -> Route:
+    async def endpoint(request: Request) -> Response:
+        raise exc
+
+    return Route(f"/{type(exc).__name__}", endpoint)
+
+
+async def broken_stream(request: Request) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("stream broke")
+
+    return StreamingResponse(body())
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    app = Starlette(
+        routes=[
+            raising(AgentPMError("generic")),
+            raising(EmitLoopError("loop")),
+            raising(LifecycleError("on_enable failed")),
+            raising(KeyError("bug")),
+            Route("/stream", broken_stream),
+        ],
+        middleware=[Middleware(CatchAllMiddleware)],
+        exception_handlers=exception_handlers(),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        ("/AgentPMError", 400, "bad_request"),
+        ("/EmitLoopError", 409, "emit_loop"),
+        ("/LifecycleError", 409, "lifecycle_failed"),
+        ("/KeyError", 500, "internal_error"),
+    ],
+)
+async def test_errors_map_to_status_and_code(
+    client: httpx.AsyncClient, path: str, status: int, code: str
+) -> None:
+    response = await client.get(path)
+    assert response.status_code == status
+    assert response.json()["error"] == code
+
+
+async def test_error_after_the_response_started_reaches_the_server(
+    client: httpx.AsyncClient,
+) -> None:
+    # The server then aborts the connection: a truncated body must not look complete.
+    with pytest.raises(RuntimeError, match="stream broke"):
+        await client.get("/stream")
+
+
+def test_safe_result_survives_a_failing_repr() -> None:
+    class Hostile:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr for you")
+
+    result = safe_result(HookResult("p", "h", "success", Hostile()))
+    assert result.value.startswith("<Hostile instance at")
+    plain = HookResult("p", "h", "success", {"ok": [1, 2]})
+    assert safe_result(plain) is plain
