@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main", "plugins_main"]
 
 PROG = "agent-pm"
-LOGIN_PATH = "/dashboard/login"
+LOGIN_PATH = "/login"
 
 
 # -- parsers ---------------------------------------------------------------------------------
@@ -33,6 +33,16 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument("--demo", action="store_true", help="also run the demo traffic source")
     serve.add_argument("--no-watch", action="store_true", help="do not watch the manifest file")
     serve.set_defaults(run=_serve)
+
+
+def _add_demo(subparsers: Any) -> None:
+    demo = subparsers.add_parser("demo", help="send demo traffic to a running server")
+    demo.add_argument("--url", help="the server (default: PLUGINS_API_URL)")
+    demo.add_argument("--api-key", help="its admin API key (default: PLUGINS_API_KEY)")
+    demo.add_argument("--rate", type=float, default=4.0, help="requests per second (default 4)")
+    demo.add_argument("--count", type=int, help="stop after this many requests")
+    demo.add_argument("--seed", type=int, help="make the scenario repeatable")
+    demo.set_defaults(run=_demo)
 
 
 def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Agent PM's plugin platform.")
     subparsers = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_serve(subparsers)
+    _add_demo(subparsers)
     plugins = subparsers.add_parser("plugins", help="administer plugins")
     _add_plugin_commands(plugins)
     plugins.set_defaults(run=_plugins)
@@ -124,19 +135,7 @@ def _login_url(host: str, port: int, key: str) -> str:
     return f"http://{shown}:{port}{LOGIN_PATH}#key={key}"
 
 
-def _demo_available() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("agent_pm.demo.traffic") is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    if args.demo and not _demo_available():
-        _fail("--demo needs agent_pm.demo.traffic, which is not installed")
-        return 2
     from agent_pm.api.app import create_app
     from agent_pm.api.auth import ApiKeys
     from agent_pm.server import run
@@ -155,6 +154,22 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.flush()
     run(app, args.host, args.port)
     return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    import anyio
+
+    from agent_pm.demo.traffic import DemoTraffic
+
+    url = args.url or settings.environ.get("PLUGINS_API_URL")
+    key = args.api_key or settings.environ.get("PLUGINS_API_KEY")
+    if not url or not key:
+        return _fail("demo needs --url and --api-key (or PLUGINS_API_URL and PLUGINS_API_KEY)")
+    traffic = DemoTraffic(url, key, rate=args.rate, seed=args.seed)
+    anyio.run(traffic.run, args.count)
+    sent, failed = sum(traffic.sent.values()), sum(traffic.failed.values())
+    print(f"demo: {sent} requests answered, {failed} failed")
+    return 0 if sent or not failed else 1
 
 
 # -- plugins ---------------------------------------------------------------------------------

@@ -96,3 +96,21 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     make_distribution(site, "fake-plugins", FAKE_ENTRY_POINTS)
     monkeypatch.syspath_prepend(str(site))
     return site
+
+
+@pytest.fixture(autouse=True)
+def restore_fixture_modules():
+    """Put back the fixture plugin modules a hot-reload test re-imported.
+
+    Tests share class-level state with ``tests.fixtures`` plugins (call logs, events); after a
+    reload the registry would load a fresh copy of those classes and the next test would watch
+    the wrong one.
+    """
+    import sys
+
+    saved = {n: m for n, m in sys.modules.items() if n.startswith("tests.fixtures")}
+    yield
+    for name in [n for n in sys.modules if n.startswith("tests.fixtures")]:
+        if name not in saved:
+            del sys.modules[name]
+    sys.modules.update(saved)

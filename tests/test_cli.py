@@ -77,15 +77,13 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert "serve" in capsys.readouterr().out
 
 
-def test_demo_without_the_traffic_module_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "serve", "--demo")
-    assert code == 2
-    assert err.strip() == (
-        "agent-pm: error: --demo needs agent_pm.demo.traffic, which is not installed"
+def test_demo_needs_a_server_and_a_key(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "demo")
+    assert code == 1
+    assert (
+        err
+        == "agent-pm: error: demo needs --url and --api-key (or PLUGINS_API_URL and PLUGINS_API_KEY)\n"
     )
-
-
-# -- file mode ------------------------------------------------------------------------------
 
 
 def test_list_prints_a_table_and_warnings(
@@ -337,10 +335,10 @@ def test_serve_process_answers_health_and_stops_cleanly_on_sigterm(
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
-    logins = [line for line in out.splitlines() if "/dashboard/login#key=" in line]
+    logins = [line for line in out.splitlines() if "/login#key=" in line]
     assert len(logins) == 1
     key = logins[0].rsplit("#key=", 1)[1]
-    assert logins[0].endswith(f"http://127.0.0.1:{url.rsplit(':', 1)[1]}/dashboard/login#key={key}")
+    assert logins[0].endswith(f"http://127.0.0.1:{url.rsplit(':', 1)[1]}/login#key={key}")
     assert key not in err
     assert "Traceback" not in err
 
@@ -388,7 +386,7 @@ def test_serve_prints_a_login_url_when_no_key_is_set(
     app, bound_host, port = captured_run[0]
     key = app.state.api_keys.admin  # type: ignore[attr-defined]
     assert code == 0 and (bound_host, port) == (host, 9)
-    assert out == f"No API key configured; log in at http://{shown}:9/dashboard/login#key={key}\n"
+    assert out == f"No API key configured; log in at http://{shown}:9/login#key={key}\n"
     assert (app.state.demo, app.state.watch) == (False, True)  # type: ignore[attr-defined]
 
 

@@ -14,15 +14,41 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from agent_pm.api import dashboard, metrics, openapi, rest, stream
-from agent_pm.api.auth import ApiKeys, AuthMiddleware, CredentialReader, api_key_reader
+from agent_pm.api.auth import ApiKeys, AuthMiddleware, CredentialReader, Verdict, api_key_reader
 from agent_pm.api.errors import CatchAllMiddleware, exception_handlers
 from agent_pm.api.plugin_routes import PluginRoutes
+from agent_pm.api.security_headers import SecurityHeadersMiddleware
+from agent_pm.api.session import role_from_session
+from agent_pm.demo.run import demo_settings, run_demo_traffic
 from agent_pm.plugins.registry import PluginRegistry
+from agent_pm.plugins.watcher import watch_manifest
 from agent_pm.settings import Settings
 
 __all__ = ["PUBLIC_PATHS", "create_app"]
 
 PUBLIC_PATHS = frozenset({"/health"})
+# The dashboard authenticates its own requests: a signed session cookie, plus CSRF token and
+# Origin checks on everything that changes state (agent_pm.api.dashboard). Its login page and
+# assets are reachable without one.
+DASHBOARD_PATHS = frozenset({"/login", "/logout", "/dashboard"})
+DASHBOARD_PREFIXES = ("/dashboard/", "/static/")
+
+
+def _is_dashboard(path: str) -> bool:
+    return path in DASHBOARD_PATHS or path.startswith(DASHBOARD_PREFIXES)
+
+
+def session_reader(scope: Scope) -> Verdict:
+    """The dashboard session, accepted for WebSocket handshakes only (the telemetry stream).
+
+    REST requests need the API key: a cookie there would make them forgeable cross-site.
+    """
+    if scope["type"] != "websocket":
+        return None
+    role = role_from_session(scope)
+    if role == "admin":
+        return "admin"
+    return "read" if role == "read" else None
 
 
 def _route_path(scope: Scope) -> str:
@@ -47,6 +73,7 @@ def create_app(
     keys: ApiKeys | None = None,
     readers: Sequence[CredentialReader] = (),
     demo: bool = False,
+    demo_rate: float = 4.0,
     watch: bool = True,
 ) -> Starlette:
     """Build the operator app.
@@ -54,8 +81,10 @@ def create_app(
     Without ``registry`` the lifespan opens one on ``manifest_path`` (default: the settings'
     manifest) and closes it at shutdown; a given registry is the caller's to enter and leave.
     ``keys`` defaults to the settings' keys (a generated admin key when none is configured);
-    ``readers`` are extra credential readers tried after the API key. ``demo`` and ``watch``
-    are recorded on ``app.state`` for the traffic source and the manifest watcher.
+    ``readers`` are extra credential readers tried after the API key. ``watch`` applies edits of
+    the manifest file made outside the service (only for a registry the app opens itself);
+    ``demo`` runs Jira and Slack stand-ins, points the built-in plugins at them and drives demo
+    traffic through the app.
     """
     settings = settings or Settings.from_env()
     keys = keys or ApiKeys.from_settings(settings)
@@ -63,7 +92,8 @@ def create_app(
     plugin_routes = PluginRoutes(lambda: app.state.registry)
 
     def is_public(scope: Scope) -> bool:
-        if _route_path(scope) in PUBLIC_PATHS:
+        path = _route_path(scope)
+        if path in PUBLIC_PATHS or _is_dashboard(path):
             return True
         # A plugin's public route never opens a path a core route answers: core routes win.
         core = any(route.matches(scope)[0] != Match.NONE for route in app.router.routes)
@@ -72,11 +102,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            run_settings = settings
+            if demo:
+                run_settings = await stack.enter_async_context(demo_settings(settings))
             if registry is None:
-                opened = PluginRegistry(manifest_path, settings)
+                opened = PluginRegistry(manifest_path, run_settings)
                 app.state.registry = await stack.enter_async_context(opened)
             async with anyio.create_task_group() as group:
                 await group.start(histograms.run, app.state.registry.bus)
+                # Only a registry this app opened on its manifest file is the app's to watch.
+                if watch and registry is None:
+                    await group.start(watch_manifest, app.state.registry)
+                if demo:
+                    group.start_soon(run_demo_traffic, app, keys.admin, demo_rate)
                 yield
                 group.cancel_scope.cancel()
 
@@ -90,9 +128,12 @@ def create_app(
             *dashboard.routes(),
         ],
         middleware=[
+            Middleware(SecurityHeadersMiddleware),
             Middleware(CatchAllMiddleware),
             Middleware(
-                AuthMiddleware, readers=[api_key_reader(keys), *readers], is_public=is_public
+                AuthMiddleware,
+                readers=[api_key_reader(keys), session_reader, *readers],
+                is_public=is_public,
             ),
         ],
         exception_handlers=exception_handlers(),

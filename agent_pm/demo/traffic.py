@@ -1,4 +1,4 @@
-"""The demo traffic source: drives a running Agent PM server through its HTTP API.
+"""The demo traffic source: drives an Agent PM server through its HTTP API.
 
 ``agent-pm serve --demo`` runs it against the server itself; ``agent-pm demo --url URL`` against
 any running server. Requests are paced at ``rate`` per second; a failed request is counted and
@@ -25,7 +25,13 @@ class DemoTraffic:
     """Sends a :class:`Scenario`'s steps to the server at ``url``."""
 
     def __init__(
-        self, url: str, api_key: str, *, rate: float = 4.0, seed: int | None = None
+        self,
+        url: str,
+        api_key: str,
+        *,
+        rate: float = 4.0,
+        seed: int | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -35,11 +41,12 @@ class DemoTraffic:
         self.sent: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
         self._headers = {"X-API-Key": api_key}
+        self._transport = transport
 
     async def run(self, count: int | None = None) -> None:
         """Send ``count`` steps (forever when ``None``), one every ``1 / rate`` seconds."""
         async with httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=60
+            base_url=self.url, headers=self._headers, timeout=60, transport=self._transport
         ) as client:
             for index, step in enumerate(self.scenario.steps()):
                 if count is not None and index >= count:

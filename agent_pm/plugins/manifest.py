@@ -201,6 +201,9 @@ class Manifest:
         raise KeyError(name)
 
     def dumps(self) -> str:
+        # Entries go one per block item even when the file said `[]`; ruamel also cannot emit a
+        # commented flow list (a deep copy forgets the style) that became empty again.
+        self.root.fa.set_block_style()
         stream = io.StringIO()
         _yaml().dump(self.root, stream)
         return stream.getvalue()

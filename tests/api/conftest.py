@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 
-from agent_pm.api.app import create_app
+from agent_pm.api.app import _is_dashboard, create_app
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.fixtures.servers import live_server
@@ -91,12 +91,16 @@ async def live_url(app: Starlette) -> AsyncIterator[str]:
 PARAMS = {"name": "echo", "hook": "post_plan"}
 
 
-def every_endpoint(app: Starlette) -> list[tuple[str, str]]:
-    """(method, concrete path) for every HTTP route of the app, HEAD aside."""
+def every_endpoint(app: Starlette, *, dashboard: bool = False) -> list[tuple[str, str]]:
+    """(method, concrete path) for every HTTP route of the API (or, with ``dashboard``, of the
+    dashboard, which authenticates with its own session), HEAD aside."""
     endpoints = []
     for route in app.routes:
+        if isinstance(route, Mount):
+            assert route.path == "/static"  # the dashboard's assets, public by design
+            continue
         assert isinstance(route, Route | WebSocketRoute)
-        if isinstance(route, Route):
+        if isinstance(route, Route) and _is_dashboard(route.path) == dashboard:
             path = re.sub(r"{(\w+)}", lambda m: PARAMS[m.group(1)], route.path)
             endpoints.extend(
                 (method, path) for method in sorted(route.methods or ()) if method != "HEAD"

@@ -33,12 +33,14 @@ async def test_lifespan_opens_and_closes_the_registry(
     assert [method for _, method in Lifecycle.calls] == ["on_enable", "on_disable"]
 
 
-async def test_app_starts_on_the_bundled_manifest() -> None:
+async def test_app_starts_on_the_bundled_manifest(tmp_path: Path, monkeypatch) -> None:
     bundled = Path(__file__).parents[2] / "config" / "plugins.yaml"
+    monkeypatch.chdir(tmp_path)  # the built-in plugins keep their data under ./var
     app = create_app(Settings.from_env({"API_KEY": "k"}), manifest_path=bundled)
     async with app.router.lifespan_context(app):
         assert app.state.registry.config_errors == []
-        assert app.state.registry.list_metadata() == []
+        states = {m["name"]: m["state"] for m in app.state.registry.list_metadata()}
+    assert set(states.values()) == {"enabled"} and len(states) == 4
 
 
 async def test_flags_are_recorded_for_the_demo_and_watcher(settings: Settings) -> None:

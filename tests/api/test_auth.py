@@ -65,6 +65,22 @@ async def test_every_route_without_key_is_401_unless_public(
 
 
 @pytest.mark.anyio
+async def test_every_dashboard_route_without_a_session_refuses_or_sends_to_login(
+    app: Starlette, client: httpx.AsyncClient, registry: PluginRegistry
+) -> None:
+    revision = registry.revision
+    for method, path in every_endpoint(app, dashboard=True):
+        response = await client.request(method, path)
+        if path == "/login":
+            assert response.status_code in (200, 401), (method, path)  # the form, or a bad key
+        elif method == "GET":
+            assert (response.status_code, response.headers["location"]) == (303, "/login")
+        else:
+            assert response.status_code == 403, (method, path)
+    assert registry.revision == revision
+
+
+@pytest.mark.anyio
 async def test_every_route_with_a_wrong_key_is_403(
     app: Starlette, client: httpx.AsyncClient
 ) -> None:

@@ -88,7 +88,7 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     thread.join(10)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     require_chromium()
     from playwright.sync_api import sync_playwright

@@ -124,8 +124,8 @@ class RegistryModel(RuleBasedStateMachine):
 
 
 RegistryModel.TestCase.settings = settings(
-    max_examples=25,
-    stateful_step_count=15,
+    max_examples=60,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
