@@ -6,7 +6,8 @@ into one frame). The first frame holds ``{"type": "hello", "seq", "epoch", "revi
 replies to invalid client messages. The client may send ``{"type": "subscribe", "plugins"?,
 "hooks"?, "since"?}`` at any time to change its filter and backfill from the replay ring; the
 same fields in the query string (``?plugins=a,b&hooks=h&since=41``) set the first subscription
-before the hello, so a resuming client cannot race the live stream.
+before the hello, so a resuming client cannot race the live stream; with ``&epoch=…`` naming
+another run of the server, ``since`` is ignored.
 
 Each connection reads the bus through its own bounded subscription, so a slow client never
 blocks ``fire`` or other clients: it is sent ``lagged`` notices, and one whose socket accepts
@@ -115,6 +116,9 @@ async def stream_endpoint(websocket: WebSocket, options: Options = Options()) ->
         await _deny(websocket, 400, "invalid_subscription", str(exc))
         return
     registry = websocket.app.state.registry
+    if websocket.query_params.get("epoch", registry.bus.epoch) != registry.bus.epoch:
+        # The client's seq numbers belong to a previous run of the server: start from now.
+        first = msgspec.structs.replace(first, since=None)
     await websocket.accept()
     connection = Connection(websocket, registry.bus, registry.revision, options)
     live = _live(websocket.app)

@@ -33,7 +33,8 @@ MANIFEST = """\
 class KeyAuth:
     """Stand-in for the app's auth middleware: X-API-Key to role; unknown keys refused.
 
-    A request without a key passes through with no role, so the endpoint's own check shows.
+    A request without a key passes through with no role, so the endpoint's own check shows;
+    while ``app.state.unavailable`` is true every handshake gets 503, as from a proxy.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -41,20 +42,23 @@ class KeyAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
+            if getattr(scope["app"].state, "unavailable", False):
+                await _refuse(send, 503, b'{"error":"unavailable"}')
+                return
             key = dict(scope["headers"]).get(b"x-api-key")
             if key is not None:
                 role = KEYS.get(key.decode())
                 if role is None:
-                    await _refuse(send)
+                    await _refuse(send, 403, b'{"error":"forbidden"}')
                     return
                 scope.setdefault("state", {})["role"] = role
         await self.app(scope, receive, send)
 
 
-async def _refuse(send: Send) -> None:
+async def _refuse(send: Send, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json")]
-    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": b'{"error":"forbidden"}'})
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 class _Server(stream.Server):
@@ -117,6 +121,11 @@ ServeStream = Callable[..., AbstractAsyncContextManager[StreamServer]]
 def serve_stream(tmp_path: Path, settings: Settings) -> ServeStream:
     """``async with serve_stream(port=0, replay_size=…, **route_options) as server:`` runs
     uvicorn for the block."""
+    return stream_servers(tmp_path, settings)
+
+
+def stream_servers(tmp_path: Path, settings: Settings) -> ServeStream:
+    """What ``serve_stream`` returns, for test modules outside this directory."""
     manifest = tmp_path / "plugins.yaml"
     manifest.write_text(MANIFEST)
 
