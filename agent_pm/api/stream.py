@@ -82,6 +82,7 @@ class Options(msgspec.Struct, frozen=True):
     max_batch: int = 1_000
     send_timeout: float = 10.0
     close_timeout: float = 5.0
+    linger: float = 0.005
 
 
 def routes(
@@ -90,14 +91,17 @@ def routes(
     max_batch: int = 1_000,
     send_timeout: float = 10.0,
     close_timeout: float = 5.0,
+    linger: float = 0.005,
 ) -> list[BaseRoute]:
     """The stream's route; the app must hold the running registry in ``app.state.registry``.
 
     ``buffer_size`` bounds each connection's queue of messages, ``max_batch`` the messages per
     frame; a send that waits ``send_timeout`` seconds closes the connection with 1013, and a
-    close frame the client does not take within ``close_timeout`` is abandoned.
+    close frame the client does not take within ``close_timeout`` is abandoned. Once a message
+    is ready the sender waits ``linger`` seconds for more to share its frame: without it, a
+    hundred subscribers would each send one frame per sample.
     """
-    options = Options(buffer_size, max_batch, send_timeout, close_timeout)
+    options = Options(buffer_size, max_batch, send_timeout, close_timeout, linger)
     endpoint = functools.partial(stream_endpoint, options=options)
     return [WebSocketRoute("/plugins/stream", endpoint, name="plugins_stream")]
 
@@ -232,6 +236,10 @@ class Connection:
                 batch = await subscription.receive(self.options.max_batch)
             except anyio.EndOfStream:
                 return GOING_AWAY
+            room = self.options.max_batch - len(batch)
+            if self.options.linger > 0 and room > 0:
+                await anyio.sleep(self.options.linger)
+                batch += subscription.drain(room)
             frame = self._frame(batch)
             if frame is None:
                 continue
