@@ -449,3 +449,21 @@ async def test_stream_end_of_bus_closes_with_1001(stream_server: StreamServer) -
         with pytest.raises(ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_stream_denial_falls_back_to_close_1008_without_the_extension() -> None:
+    from starlette.websockets import WebSocket
+
+    from agent_pm.api.stream import stream_endpoint
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/plugins/stream", "headers": [], "state": {}}
+    await stream_endpoint(WebSocket(scope, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": ""}]
