@@ -62,6 +62,10 @@ def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
     update = commands.add_parser("update", help="merge config values into a plugin's config")
     update.add_argument("name")
     update.add_argument("--set", action="append", required=True, metavar="KEY=VALUE")
+    tail = commands.add_parser("tail", help="print the live telemetry stream (needs --url)")
+    tail.add_argument("--plugin", action="append", help="only this plugin (repeatable)")
+    tail.add_argument("--hook", action="append", help="only this hook (repeatable)")
+    tail.set_defaults(run=_tail)
     install = commands.add_parser("install", help="add a plugin to the manifest")
     source = install.add_mutually_exclusive_group(required=True)
     source.add_argument("--entry-point", help="an entry point from `discover`")
@@ -170,6 +174,19 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     sent, failed = sum(traffic.sent.values()), sum(traffic.failed.values())
     print(f"demo: {sent} requests answered, {failed} failed")
     return 0 if sent or not failed else 1
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    import anyio
+
+    from agent_pm.client import stream_url, tail
+
+    url = args.url or settings.environ.get("PLUGINS_API_URL")
+    key = args.api_key or settings.environ.get("PLUGINS_API_KEY")
+    if not url or not key:
+        return _fail("tail needs --url and --api-key (or PLUGINS_API_URL and PLUGINS_API_KEY)")
+    anyio.run(tail, stream_url(url), key, args.plugin, args.hook, sys.stdout)
+    return 0
 
 
 # -- plugins ---------------------------------------------------------------------------------

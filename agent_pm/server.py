@@ -10,13 +10,15 @@ from collections.abc import Iterator
 import uvicorn
 from starlette.types import ASGIApp
 
+from agent_pm.api import stream
+
 __all__ = ["GRACEFUL_SHUTDOWN_SECONDS", "run"]
 
 GRACEFUL_SHUTDOWN_SECONDS = 15
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class _Server(uvicorn.Server):
+class _Server(stream.Server):
     """uvicorn's server, except that a handled stop signal ends the process cleanly.
 
     uvicorn re-raises the signal after its graceful shutdown, so a requested stop would end

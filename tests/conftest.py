@@ -10,6 +10,9 @@ import pytest
 
 from agent_pm.settings import Settings
 
+# The telemetry stream's fixtures: a real uvicorn serving the stream on a loopback port.
+pytest_plugins = ["tests.api.stream_fixtures"]
+
 
 @pytest.fixture
 def anyio_backend() -> str:

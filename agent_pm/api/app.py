@@ -27,6 +27,7 @@ from agent_pm.settings import Settings
 __all__ = ["PUBLIC_PATHS", "create_app"]
 
 PUBLIC_PATHS = frozenset({"/health"})
+STREAM_CLOSE_SECONDS = 5.0
 # The dashboard authenticates its own requests: a signed session cookie, plus CSRF token and
 # Origin checks on everything that changes state (agent_pm.api.dashboard). Its login page and
 # assets are reachable without one.
@@ -116,6 +117,9 @@ def create_app(
                 if demo:
                     group.start_soon(run_demo_traffic, app, keys.admin, demo_rate)
                 yield
+                # Stream clients hear "going away" (1001) before the registry stops.
+                with anyio.move_on_after(STREAM_CLOSE_SECONDS):
+                    await stream.close_all(app)
                 group.cancel_scope.cancel()
 
     operations = (*rest.OPERATIONS, metrics.OPERATION)

@@ -220,16 +220,18 @@ async def remove(request: Request) -> Response:
 async def install(request: Request) -> Response:
     session, form = await _checked(request)
     registry = request.app.state.registry
-    catalogue = {e["module"] for e in await ui.discovered(registry)}
-    module = (form.get("entry_point") or form.get("module") or "").strip()
+    entry_point = form.get("entry_point", "").strip()
+    module = form.get("module", "").strip()
+    name = form.get("name") or None
     state = ui.PageState()
     status = 200
     try:
-        if not module:
+        if entry_point:
+            meta = await registry.install_entry_point(entry_point, name=name)
+        elif module:
+            meta = await registry.install(module, name=name)
+        else:
             raise AgentPMError("choose an entry point or give a module path")
-        meta = await registry.install(
-            module, name=form.get("name") or None, trusted=module in catalogue
-        )
         state.install_notice = f"Installed {meta['name']} (disabled until you enable it)."
     except AgentPMError as exc:
         state.install_error, status = str(exc), 409

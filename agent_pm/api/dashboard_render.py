@@ -169,25 +169,10 @@ def admin_states(metas: list[dict[str, Any]], session: Session, names: set[str])
     )
 
 
-async def discovered(registry: Any) -> list[dict[str, str]]:
-    """Entry points the registry can install, if it has a catalogue."""
-    discover = getattr(registry, "discover_plugins", None)
-    if discover is None:
-        return []
-    entries = await discover()
-    return [_entry_point(e) for e in entries]
-
-
-def _entry_point(entry: Any) -> dict[str, str]:
-    if isinstance(entry, dict):
-        get = entry.get
-    else:
-
-        def get(key: str, default: Any = None) -> Any:
-            return getattr(entry, key, default)
-
-    module = get("module") or get("value") or ""
-    return {"name": str(get("name") or module), "module": str(module)}
+async def discovered(registry: Any) -> list[Any]:
+    """Installable entry points: loadable, and not yet in the manifest."""
+    entries = await registry.discover_plugins()
+    return [e for e in entries if e.error is None and not e.configured]
 
 
 async def admin_list(

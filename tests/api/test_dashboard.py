@@ -111,7 +111,7 @@ def test_dashboard_shows_every_plugin_and_the_invalid_entry(client: TestClient) 
     assert "⚠</span> API_TOKEN" in page
     assert "No hooks fired yet — run with <code>--demo</code>" in page
     assert 'id="admin"' in page and "Install a plugin" in page
-    assert "No entry points discovered" in page
+    assert "Discovered entry point" in page
 
 
 def test_dashboard_never_renders_a_secret(client: TestClient) -> None:
@@ -311,21 +311,17 @@ def test_install_refusals_are_shown(client: TestClient) -> None:
     assert "<!doctype html>" in response.text
 
 
-def test_install_lists_and_trusts_discovered_entry_points(manifest: Path) -> None:
-    with TestClient(build_app(manifest)) as client:
-        entries = [{"name": "echo_ep", "module": "tests.fixtures.plugins:Echo"}]
-
-        async def discover_plugins() -> list[dict[str, str]]:
-            return entries
-
-        registry(client).discover_plugins = discover_plugins
-        csrf = login(client)
-        page = client.get("/dashboard").text
-        assert "echo_ep — tests.fixtures.plugins:Echo" in page
-        data = {"entry_point": entries[0]["module"], "name": "echo2", "csrf_token": csrf}
-        response = client.post("/dashboard/install", data=data, headers=HX)
-        assert response.status_code == 200, response.text
-        assert "echo2" in registry(client).names()
+def test_install_lists_and_trusts_discovered_entry_points(client: TestClient) -> None:
+    csrf = login(client)
+    page = client.get("/dashboard").text
+    assert "hello — hello_plugin.plugin:HelloPlugin" in page  # the example package, installed
+    data = {"entry_point": "hello", "name": "hello2", "csrf_token": csrf}
+    response = client.post("/dashboard/install", data=data, headers=HX)
+    assert response.status_code == 200, response.text
+    assert registry(client).metadata_for("hello2")["module"] == "hello_plugin.plugin:HelloPlugin"
+    data = {"entry_point": "not-installed", "csrf_token": csrf}
+    response = client.post("/dashboard/install", data=data, headers=HX)
+    assert response.status_code == 409 and "not-installed" in response.text
 
 
 def test_oversized_form_is_refused(client: TestClient) -> None:

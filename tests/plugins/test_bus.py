@@ -1,40 +1,162 @@
-"""The bus hands every message to every subscriber, bounded, with lag notices and replay."""
+"""The telemetry bus: bounded buffers, lagged notices, replay, resubscription, encoding cache."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import anyio
+import msgspec
 import pytest
 
 from agent_pm.plugins.bus import Bus, Lagged, StateChange
 from agent_pm.plugins.telemetry import HookSample, now
 
 pytestmark = pytest.mark.anyio
+WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def publish(bus: Bus, plugin: str = "p", hook: str = "h") -> HookSample:
+def publish(bus: Bus, plugin: str = "echo", hook: str = "post_plan") -> HookSample:
+    sample = HookSample(bus.next_seq(), plugin, hook, WHEN, "success", 1.0)
+    bus.publish(sample)
+    return sample
+
+
+def seqs(batch: list[object]) -> list[int]:
+    return [m.seq for m in batch]  # type: ignore[attr-defined]
+
+
+def test_subscription_buffer_drops_oldest_and_reports_lagged() -> None:
+    bus = Bus(buffer_size=3)
+    with bus.subscribe() as sub:
+        for _ in range(5):
+            publish(bus)
+        assert len(sub) == 3
+        batch = sub.drain()
+    assert batch[0] == Lagged(missed=2, seq=2)
+    assert seqs(batch[1:]) == [3, 4, 5]
+
+
+def test_subscription_filters_by_plugin_and_hook() -> None:
+    bus = Bus()
+    with bus.subscribe(plugins=["echo"], hooks=["pre_plan"]) as sub:
+        publish(bus, "echo", "post_plan")
+        publish(bus, "other", "pre_plan")
+        wanted = publish(bus, "echo", "pre_plan")
+        bus.publish(StateChange(bus.next_seq(), {"name": "echo"}))
+        bus.publish(StateChange(bus.next_seq(), {"name": "other"}))
+        assert seqs(sub.drain()) == [wanted.seq, 4]
+
+
+def test_subscribe_since_replays_the_whole_ring_beyond_the_buffer() -> None:
+    bus = Bus(replay_size=100, buffer_size=10)
+    for _ in range(50):
+        publish(bus)
+    with bus.subscribe(since=5, capacity=10) as sub:
+        assert sub.backlog == 45 and len(sub) == 0
+        publish(bus)
+        assert seqs(sub.drain()) == list(range(6, 52))
+
+
+def test_subscribe_since_reports_what_the_ring_evicted() -> None:
+    bus = Bus(replay_size=10)
+    for _ in range(25):
+        publish(bus)
+    with bus.subscribe(since=3) as sub:
+        batch = sub.drain()
+    assert batch[0] == Lagged(missed=12, seq=15)
+    assert seqs(batch[1:]) == list(range(16, 26))
+
+
+def test_drain_limit_keeps_sequence_order_across_backlog_lag_and_live() -> None:
+    bus = Bus(buffer_size=2)
+    for _ in range(3):
+        publish(bus)
+    with bus.subscribe(since=0) as sub:
+        for _ in range(4):
+            publish(bus)
+        first = sub.drain(limit=2)
+        rest = sub.drain(limit=10)
+    assert seqs(first) == [1, 2]
+    assert rest[1] == Lagged(missed=2, seq=5)
+    assert seqs(rest) == [3, 5, 6, 7]
+
+
+def test_resubscribe_refilters_and_backfills_from_since() -> None:
+    bus = Bus()
+    with bus.subscribe(plugins=["a"]) as sub:
+        publish(bus, "a")
+        publish(bus, "b")
+        publish(bus, "b")
+        bus.resubscribe(sub, plugins=["b"], since=1)
+        publish(bus, "a")
+        publish(bus, "b")
+        assert seqs(sub.drain()) == [2, 3, 5]
+        bus.resubscribe(sub, hooks=["pre_plan"])
+        assert sub.drain() == []
+
+
+async def test_receive_waits_for_messages_and_ends_on_close() -> None:
+    bus = Bus()
+    with bus.subscribe() as sub:
+        async with anyio.create_task_group() as tg:
+            received: list[object] = []
+
+            async def consume() -> None:
+                received.extend(await sub.receive())
+                with pytest.raises(anyio.EndOfStream):
+                    await sub.receive()
+
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            publish(bus)
+            await anyio.wait_all_tasks_blocked()
+            bus.close()
+    assert seqs(received) == [1]
+
+
+async def test_wake_makes_receive_return_empty() -> None:
+    bus = Bus()
+    with bus.subscribe() as sub:
+        async with anyio.create_task_group() as tg:
+            result: list[list[object]] = []
+
+            async def consume() -> None:
+                result.append(await sub.receive())
+
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            sub.wake()
+    assert result == [[]]
+
+
+def test_encode_caches_ring_messages_once() -> None:
+    bus = Bus(replay_size=2)
+    first = publish(bus)
+    data = bus.encode(first)
+    assert bus.encode(first) is data
+    assert msgspec.json.decode(data)["type"] == "sample"
+    lagged = Lagged(missed=1, seq=first.seq)
+    assert msgspec.json.decode(bus.encode(lagged)) == {"type": "lagged", "missed": 1, "seq": 1}
+    assert bus.encode(first) is data
+    publish(bus)
+    publish(bus)
+    assert bus.encode(first) is not data
+    assert bus.encode(first) == data
+    assert len(bus._json) <= 2
+
+
+def _published(bus: Bus, plugin: str = "p", hook: str = "h") -> HookSample:
     message = HookSample(bus.next_seq(), plugin, hook, now(), "success", 1.0)
     bus.publish(message)
     return message
 
 
-def test_bus_slow_subscriber_is_bounded_and_told_what_it_missed() -> None:
-    bus = Bus(buffer_size=10)
-    with bus.subscribe() as slow, bus.subscribe(capacity=1000) as fast:
-        for _ in range(25):
-            publish(bus)
-            assert len(slow) <= 10
-        batch = slow.drain()
-        assert batch[0] == Lagged(missed=15, seq=15)
-        assert [m.seq for m in batch[1:]] == list(range(16, 26))
-        assert [m.seq for m in fast.drain()] == list(range(1, 26))
-
-
 def test_bus_filters_by_plugin_and_hook_but_state_ignores_hook_filter() -> None:
     bus = Bus()
     with bus.subscribe(plugins=["a"], hooks=["x"]) as subscription:
-        publish(bus, "a", "x")
-        publish(bus, "a", "y")
-        publish(bus, "b", "x")
+        _published(bus, "a", "x")
+        _published(bus, "a", "y")
+        _published(bus, "b", "x")
         bus.publish(StateChange(bus.next_seq(), {"name": "a"}))
         bus.publish(StateChange(bus.next_seq(), {"name": "b"}))
         assert [m.seq for m in subscription.drain()] == [1, 4]
@@ -43,29 +165,11 @@ def test_bus_filters_by_plugin_and_hook_but_state_ignores_hook_filter() -> None:
 def test_bus_replay_since_backfills_without_gaps_or_repeats() -> None:
     bus = Bus(replay_size=5)
     for _ in range(8):
-        publish(bus)
+        _published(bus)
     with bus.subscribe(since=5) as subscription:
-        publish(bus)
+        _published(bus)
         assert [m.seq for m in subscription.drain()] == [6, 7, 8, 9]
     with bus.subscribe(since=1) as subscription:
         batch = subscription.drain()
     assert batch[0] == Lagged(missed=3, seq=4)  # seqs 2-4 left the ring
     assert [m.seq for m in batch[1:]] == [5, 6, 7, 8, 9]
-
-
-async def test_bus_receive_waits_for_a_message_and_ends_on_close() -> None:
-    bus = Bus()
-    with bus.subscribe() as subscription:
-        async with anyio.create_task_group() as group:
-            received: list[int] = []
-
-            async def consume() -> None:
-                received.extend(m.seq for m in await subscription.receive())
-
-            group.start_soon(consume)
-            await anyio.wait_all_tasks_blocked()
-            publish(bus)
-        assert received == [1]
-        bus.close()
-        with pytest.raises(anyio.EndOfStream):
-            await subscription.receive()
