@@ -7,9 +7,7 @@ the candidate in: a failure at any step leaves the previous state running and sa
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterable
@@ -39,10 +37,12 @@ from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.bus import Bus, StateChange
 from agent_pm.plugins.discovery import CatalogueEntry, discover_plugins
 from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target
-from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
+from agent_pm.plugins.lifecycle import Lifecycle
+from agent_pm.plugins.loader import handler_hooks, import_plugin_class, validate_config
 from agent_pm.plugins.manifest import Manifest, ManifestItem, current_digest, to_plain
 from agent_pm.plugins.record import PluginRecord
-from agent_pm.plugins.secrets import SecretResolver, redact, unmask_config
+from agent_pm.plugins.secrets import redact, unmask_config
+from agent_pm.plugins.table import DispatchTable
 from agent_pm.plugins.telemetry import HookSample, PluginTelemetry, Status, now
 from agent_pm.settings import Settings
 
@@ -77,9 +77,9 @@ class PluginRegistry(Emitter):
         self.max_emit_depth = max_emit_depth
         self.max_background = max_background
         self._records: dict[str, PluginRecord] = {}
-        self._targets: dict[str, tuple[Target, ...]] = {}
+        self._table = DispatchTable()
         self._manifest: Manifest | None = None
-        self._resolver = SecretResolver(self.settings)
+        self._life = Lifecycle(self.settings, self)
         self._dispatcher = Dispatcher(self._record_sample)
         self._lock = anyio.Lock()
         self._background = 0
@@ -101,7 +101,7 @@ class PluginRegistry(Emitter):
             logger.error("manifest %s not loaded: %s", self.manifest_path, exc)
         else:
             for item in self._manifest.items():
-                record = await self._build(item)
+                record = await self._life.build(item)
                 self._records[record.name] = record
         self._changed(self._records.values())
         return self
@@ -113,9 +113,7 @@ class PluginRegistry(Emitter):
         tb: TracebackType | None,
     ) -> None:
         with anyio.CancelScope(shield=True):
-            for record in self._records.values():
-                if record.active:
-                    await self._deactivate(record)
+            await self._deactivate([r for r in self._records.values() if r.active])
         assert self._task_group is not None
         try:
             if isinstance(exc, Exception):
@@ -157,7 +155,7 @@ class PluginRegistry(Emitter):
 
     def hooks(self) -> list[str]:
         """Every hook at least one active plugin subscribes to."""
-        return sorted(self._targets)
+        return sorted(self._table.targets)
 
     def _find(self, name: str) -> PluginRecord:
         try:
@@ -169,7 +167,7 @@ class PluginRegistry(Emitter):
 
     async def fire(self, hook: str, /, **payload: Any) -> list[HookResult]:
         """Run ``hook`` on every active subscribed plugin concurrently; one result each."""
-        return await self._dispatcher.fire(hook, payload, self._targets.get(hook, ()))
+        return await self._dispatch(hook, payload, None)
 
     def fire_nowait(self, hook: str, /, **payload: Any) -> bool:
         """Fire ``hook`` in the registry's task group; callable from the loop or worker threads.
@@ -182,7 +180,7 @@ class PluginRegistry(Emitter):
         depth = self._check_emit_depth(source, hook)
         token = _emit_depth.set(depth + 1)
         try:
-            return await self._dispatcher.fire(hook, payload, self._targets_except(hook, source))
+            return await self._dispatch(hook, payload, source)
         finally:
             _emit_depth.reset(token)
 
@@ -199,9 +197,15 @@ class PluginRegistry(Emitter):
             raise EmitLoopError(message)
         return depth
 
-    def _targets_except(self, hook: str, source: str | None) -> tuple[Target, ...]:
-        targets = self._targets.get(hook, ())
-        return tuple(t for t in targets if t.plugin != source) if source else targets
+    async def _dispatch(
+        self, hook: str, payload: dict[str, Any], source: str | None
+    ) -> list[HookResult]:
+        table = self._table
+        table.enter()
+        try:
+            return await self._dispatcher.fire(hook, payload, table.get(hook, source))
+        finally:
+            table.leave()
 
     def _spawn(self, hook: str, payload: dict[str, Any], source: str | None, depth: int) -> bool:
         if threading.get_ident() == self._loop_thread:
@@ -225,7 +229,7 @@ class PluginRegistry(Emitter):
     ) -> None:
         _emit_depth.set(depth)
         try:
-            await self._dispatcher.fire(hook, payload, self._targets_except(hook, source))
+            await self._dispatch(hook, payload, source)
         finally:
             self._background -= 1
 
@@ -281,12 +285,12 @@ class PluginRegistry(Emitter):
             manifest = self._editable_manifest()
             manifest.find(name)["enabled"] = enabled
             if enabled:
-                instance = await self._start_instance(record, record.config)
+                instance = await self._life.start(record, record.config)
                 await self._save_or_stop(manifest, record, instance)
                 record.instance, record.state, record.error = instance, "enabled", None
             else:
                 await self._save(manifest)
-                await self._deactivate(record)
+                await self._deactivate([record])
             record.item = _reitem(record.item, manifest, name)
             self._changed([record])
             return record.metadata()
@@ -304,11 +308,11 @@ class PluginRegistry(Emitter):
             manifest.find(name)["config"] = to_plain(full)
             old = record.instance if record.active else None
             previous_secrets = record.secrets
-            record.secrets = self._resolve(record.cls, name, full)
+            record.secrets = self._life.resolve(record.cls, name, full)
             try:
                 instance = None
                 if record.entry.enabled:
-                    instance = await self._start_instance(record, converted)
+                    instance = await self._life.start(record, converted)
                 await self._save_or_stop(manifest, record, instance)
             except AgentPMError:
                 record.secrets = previous_secrets
@@ -318,7 +322,7 @@ class PluginRegistry(Emitter):
             if instance is not None:
                 record.instance, record.state, record.error = instance, "enabled", None
             if old is not None:
-                await self._stop(record, old)
+                await self._retire([(record, old)])
             self._changed([record])
             return record.metadata()
 
@@ -340,7 +344,7 @@ class PluginRegistry(Emitter):
                 hooks = handler_hooks(cls, entry.hooks)
                 config = validate_config(cls, entry.config)
             except AgentPMError as exc:
-                self._note(record, "reload", str(exc))
+                self._life.note(record, "reload", str(exc))
                 self._changed([record])
                 raise
             candidate = PluginRecord(
@@ -348,25 +352,25 @@ class PluginRegistry(Emitter):
                 cls=cls,
                 config=config,
                 hooks=hooks,
-                timeout=self._timeout_for(cls, entry.timeout_seconds),
+                timeout=self._life.timeout_for(cls, entry.timeout_seconds),
                 telemetry=record.telemetry,
                 limiter=record.limiter,
             )
-            candidate.secrets = self._resolve(cls, name, entry.config)
+            candidate.secrets = self._life.resolve(cls, name, entry.config)
             if entry.enabled:
                 try:
-                    candidate.instance = await self._start_instance(candidate, config)
-                    await self._lifecycle(candidate, candidate.instance, "on_reload")
+                    candidate.instance = await self._life.start(candidate, config)
+                    await self._life.call(candidate, candidate.instance, "on_reload")
                 except LifecycleError:
                     if candidate.instance is not None:
-                        await self._stop(candidate, candidate.instance)
+                        await self._life.stop(candidate, candidate.instance)
                     self._changed([record])
                     raise
                 candidate.state = "enabled"
             old = record.instance if record.active else None
             self._records[name] = candidate
             if old is not None:
-                await self._stop(candidate, old)
+                await self._retire([(candidate, old)])
             self._changed([candidate])
             return candidate.metadata()
 
@@ -442,7 +446,7 @@ class PluginRegistry(Emitter):
                     updated[item.key] = old
                     continue
                 telemetry = old.telemetry if old is not None else PluginTelemetry()
-                record = await self._build(item, telemetry)
+                record = await self._life.build(item, telemetry)
                 built.append(record)
                 updated[item.key] = record
                 if record.state == "failed" and old is not None and old.active:
@@ -451,7 +455,7 @@ class PluginRegistry(Emitter):
             with anyio.CancelScope(shield=True):
                 for record in built:
                     if record.instance is not None:
-                        await self._stop(record, record.instance)
+                        await self._life.stop(record, record.instance)
             raise
         await self._swap(previous, updated, items)
 
@@ -465,11 +469,11 @@ class PluginRegistry(Emitter):
             updated[item.key].item = item
         self._records = updated
         for name, old in previous.items():
-            if updated.get(name) is old:
-                if old.active and old.instance is not None:
-                    await self._run_quietly(old, old.instance, "on_reload")
-            elif old.active:
-                await self._deactivate(old)
+            if updated.get(name) is old and old.active and old.instance is not None:
+                await self._life.call_quietly(old, old.instance, "on_reload")
+        await self._deactivate(
+            [old for name, old in previous.items() if updated.get(name) is not old and old.active]
+        )
         changed = [r for n, r in updated.items() if previous.get(n) is not r]
         self._changed(changed, removed=[n for n in previous if n not in updated])
 
@@ -481,8 +485,7 @@ class PluginRegistry(Emitter):
             index = next(i.index for i in manifest.items() if i.key == name)
             del manifest.root[index]
             await self._save(manifest)
-            if record.active:
-                await self._deactivate(record)
+            await self._deactivate([record] if record.active else [])
             del self._records[name]
             self._changed([], removed=[name])
 
@@ -525,7 +528,7 @@ class PluginRegistry(Emitter):
             item = items[plugin_name]
             if item.entry is None:
                 raise PluginLoadError(f"cannot install {plugin_name!r}: {item.error}")
-            record = await self._build(item)
+            record = await self._life.build(item)
             if enabled and not record.active:
                 manifest.find(plugin_name)["enabled"] = False
                 record.item = _reitem(item, manifest, plugin_name)
@@ -587,60 +590,6 @@ class PluginRegistry(Emitter):
             raise PluginLoadError(f"plugin {name!r} is invalid: {record.error}")
         return record
 
-    def _timeout_for(self, cls: type[PluginBase], override: float | None) -> float:
-        return override or cls.timeout or self.settings.hook_timeout_seconds
-
-    def _resolve(self, cls: type[PluginBase], name: str, config: dict[str, Any]) -> Any:
-        inline = config.get("secrets")
-        return self._resolver.resolve(
-            name,
-            cls.required_secrets,
-            inline if isinstance(inline, dict) else {},
-            cls.optional_secrets,
-        )
-
-    async def _build(
-        self, item: ManifestItem, telemetry: PluginTelemetry | None = None
-    ) -> PluginRecord:
-        """A record for ``item``: invalid if it cannot be loaded, failed if it cannot start."""
-        record = PluginRecord(item, telemetry=telemetry or PluginTelemetry())
-        entry = item.entry
-        if entry is None:
-            return self._invalid(record, item.error or "invalid manifest entry")
-        try:
-            record.cls = import_plugin_class(entry.module)
-            record.hooks = handler_hooks(record.cls, entry.hooks)
-            record.config = validate_config(record.cls, entry.config)
-        except AgentPMError as exc:
-            return self._invalid(record, str(exc))
-        record.timeout = self._timeout_for(record.cls, entry.timeout_seconds)
-        record.secrets = self._resolve(record.cls, entry.name, entry.config)
-        if entry.enabled:
-            try:
-                record.instance = await self._start_instance(record, record.config)
-                record.state = "enabled"
-            except LifecycleError as exc:
-                record.state, record.error = "failed", str(exc)
-        return record
-
-    def _invalid(self, record: PluginRecord, error: str) -> PluginRecord:
-        record.state, record.error = "invalid", error
-        record.telemetry.add_error("load", error)
-        logger.warning("plugin %s is invalid: %s", record.name, error)
-        return record
-
-    async def _start_instance(self, record: PluginRecord, config: Any) -> PluginBase:
-        """Construct, bind and enable a new instance; raise ``LifecycleError`` on failure."""
-        assert record.cls is not None
-        try:
-            instance = record.cls(config)
-        except Exception as exc:
-            message = self._note(record, "init", f"constructor failed: {failure(exc)}")
-            raise LifecycleError(message) from exc
-        instance.bind(record.name, record.secrets.values, record.secrets.missing, self)
-        await self._lifecycle(record, instance, "on_enable")
-        return instance
-
     async def _save_or_stop(
         self, manifest: Manifest, record: PluginRecord, instance: PluginBase | None
     ) -> None:
@@ -649,68 +598,49 @@ class PluginRegistry(Emitter):
             await self._save(manifest)
         except ManifestError:
             if instance is not None:
-                await self._stop(record, instance)
+                await self._life.stop(record, instance)
             raise
 
-    async def _lifecycle(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
-        """Run a lifecycle method under the plugin's timeout; ``LifecycleError`` if it fails."""
-        function = getattr(instance, method)
-        if getattr(PluginBase, method) is getattr(type(instance), method):
+    async def _deactivate(self, records: list[PluginRecord]) -> None:
+        """Take ``records`` out of service and stop their instances."""
+        retiring = [(r, r.instance) for r in records if r.instance is not None]
+        for record in records:
+            record.instance, record.state = None, "disabled"
+        await self._retire(retiring)
+
+    async def _retire(self, retiring: list[tuple[PluginRecord, PluginBase]]) -> None:
+        """Route new calls away from ``retiring`` instances and stop them (``on_disable``).
+
+        While calls that started earlier are still running, the stop waits for them (at most
+        the plugin's timeout) in the background, so the admin operation does not.
+        """
+        if not retiring:
             return
-        try:
-            with anyio.fail_after(max(record.timeout, 1.0)):
-                if inspect.iscoroutinefunction(function):
-                    await function()
-                else:
-                    await anyio.to_thread.run_sync(function, abandon_on_cancel=True)
-        except TimeoutError as exc:
-            raise LifecycleError(self._note(record, method, f"{method} timed out")) from exc
-        except Exception as exc:
-            raise LifecycleError(
-                self._note(record, method, f"{method} failed: {failure(exc)}")
-            ) from exc
+        previous = self._table
+        self._table = DispatchTable(self._records.values(), previous)
+        if previous.busy() and self._task_group is not None:
+            self._task_group.start_soon(self._stop_when_drained, previous, retiring)
+            return
+        for record, instance in retiring:
+            await self._life.stop(record, instance)
 
-    async def _run_quietly(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
-        # Already recorded; a failing on_disable/on_reload must not stop the operation.
-        with contextlib.suppress(LifecycleError):
-            await self._lifecycle(record, instance, method)
-
-    async def _stop(self, record: PluginRecord, instance: PluginBase) -> None:
-        await self._run_quietly(record, instance, "on_disable")
-
-    async def _deactivate(self, record: PluginRecord) -> None:
-        instance, record.instance, record.state = record.instance, None, "disabled"
-        if instance is not None:
-            await self._stop(record, instance)
-
-    def _note(self, record: PluginRecord, stage: str, message: str) -> str:
-        message = redact(message, record.secrets.values.values())
-        record.telemetry.add_error(stage, message)
-        logger.warning("plugin %s: %s", record.name, message)
-        return message
+    async def _stop_when_drained(
+        self, previous: DispatchTable, retiring: list[tuple[PluginRecord, PluginBase]]
+    ) -> None:
+        with anyio.move_on_after(max(record.timeout for record, _ in retiring)):
+            await previous.drained()
+        with anyio.CancelScope(shield=True):
+            for record, instance in retiring:
+                await self._life.stop(record, instance)
 
     def _changed(self, records: Iterable[PluginRecord], removed: Iterable[str] = ()) -> None:
         """Rebuild the dispatch table, bump the revision and announce the changed plugins."""
-        targets: dict[str, list[Target]] = {}
-        for record in self._records.values():
-            if record.active and record.instance is not None:
-                for target in _targets_of(record, record.instance):
-                    targets.setdefault(target[0], []).append(target[1])
-        self._targets = {hook: tuple(ts) for hook, ts in targets.items()}
+        self._table = DispatchTable(self._records.values(), self._table)
         self.revision += 1
         for record in records:
             self.bus.publish(StateChange(self.bus.next_seq(), record.metadata(history=False)))
         for name in removed:
             self.bus.publish(StateChange(self.bus.next_seq(), {"name": name, "state": "removed"}))
-
-
-def _targets_of(record: PluginRecord, instance: PluginBase) -> Iterable[tuple[str, Target]]:
-    missing = record.secrets.missing
-    skip = f"missing secrets: {', '.join(missing)}" if missing else None
-    for hook in record.hooks:
-        handler = getattr(instance, hook)
-        is_async = inspect.iscoroutinefunction(handler)
-        yield hook, Target(record.name, handler, is_async, record.timeout, record.limiter, skip)
 
 
 def _unchanged(record: PluginRecord, item: ManifestItem) -> bool:

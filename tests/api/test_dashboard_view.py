@@ -163,17 +163,18 @@ def test_security_headers_do_not_override_and_skip_websockets() -> None:
 
 
 @pytest.mark.anyio
-async def test_discovered_accepts_dicts_and_entry_point_objects() -> None:
-    class EntryPoint:
-        name = "ep"
-        value = "pkg.mod:Plugin"
+async def test_discovered_offers_only_loadable_unconfigured_entry_points() -> None:
+    from agent_pm.plugins.discovery import CatalogueEntry
+
+    usable = CatalogueEntry(entry_point="ok", module="pkg.mod:Ok")
+    catalogue = [
+        usable,
+        CatalogueEntry(entry_point="broken", module="pkg.mod:Gone", error="cannot import"),
+        CatalogueEntry(entry_point="there", module="pkg.mod:There", configured=True),
+    ]
 
     class Registry:
-        async def discover_plugins(self) -> list[Any]:
-            return [EntryPoint(), {"name": "d", "module": "pkg.other:Plugin"}]
+        async def discover_plugins(self) -> list[CatalogueEntry]:
+            return catalogue
 
-    assert await ui.discovered(Registry()) == [
-        {"name": "ep", "module": "pkg.mod:Plugin"},
-        {"name": "d", "module": "pkg.other:Plugin"},
-    ]
-    assert await ui.discovered(object()) == []
+    assert await ui.discovered(Registry()) == [usable]

@@ -414,3 +414,34 @@ async def test_registry_plugin_base_defaults(registry_factory, entry) -> None:
         assert plugin.missing_secrets() == []
         assert list(plugin.routes()) == []
         assert plugin.config == {}  # no Config struct: the config minus its secrets
+
+
+async def test_registry_disable_waits_for_in_flight_calls_before_on_disable(
+    registry_factory, tmp_path, monkeypatch
+) -> None:
+    (tmp_path / "inflight_mod.py").write_text(
+        "from agent_pm.plugins import PluginBase\n"
+        "class Slow(PluginBase):\n"
+        "    hooks = ('post_plan',)\n"
+        "    log = []\n"
+        "    async def post_plan(self, entered, release):\n"
+        "        entered.set()\n"
+        "        await release.wait()\n"
+        "        type(self).log.append('call finished')\n"
+        "    def on_disable(self):\n"
+        "        type(self).log.append('on_disable')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    line = "- name: slow\n  module: inflight_mod:Slow\n  enabled: true\n"
+    async with registry_factory(line) as registry:
+        log = type(registry.get("slow")).log
+        entered, release = anyio.Event(), anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: registry.fire("post_plan", entered=entered, release=release))
+            await entered.wait()
+            await registry.set_enabled("slow", False)  # returns while the call still runs
+            assert log == [] and await registry.fire("post_plan") == []
+            release.set()
+        with anyio.fail_after(5):
+            while log != ["call finished", "on_disable"]:
+                await anyio.wait_all_tasks_blocked()

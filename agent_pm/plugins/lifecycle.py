@@ -1,0 +1,124 @@
+"""Plugin lifecycle: building a record from a manifest item, starting and stopping instances.
+
+Every lifecycle method runs under the plugin's timeout, sync ones in a worker thread; a failure
+is recorded in the plugin's error ring (secrets redacted) and raised as ``LifecycleError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from agent_pm.errors import AgentPMError, LifecycleError
+from agent_pm.plugins.base import Emitter, PluginBase
+from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
+from agent_pm.plugins.manifest import ManifestItem
+from agent_pm.plugins.record import PluginRecord
+from agent_pm.plugins.secrets import ResolvedSecrets, SecretResolver, redact
+from agent_pm.plugins.telemetry import PluginTelemetry
+from agent_pm.settings import Settings
+
+__all__ = ["Lifecycle"]
+
+logger = logging.getLogger("agent_pm.plugins.registry")
+
+
+class Lifecycle:
+    """Builds plugin records and runs their instances' lifecycle methods."""
+
+    def __init__(self, settings: Settings, emitter: Emitter) -> None:
+        self.settings = settings
+        self._resolver = SecretResolver(settings)
+        self._emitter = emitter
+
+    def timeout_for(self, cls: type[PluginBase], override: float | None) -> float:
+        """Per-hook timeout: the manifest's, else the class's, else ``HOOK_TIMEOUT_SECONDS``."""
+        return override or cls.timeout or self.settings.hook_timeout_seconds
+
+    def resolve(self, cls: type[PluginBase], name: str, config: dict[str, Any]) -> ResolvedSecrets:
+        inline = config.get("secrets")
+        return self._resolver.resolve(
+            name,
+            cls.required_secrets,
+            inline if isinstance(inline, dict) else {},
+            cls.optional_secrets,
+        )
+
+    async def build(
+        self, item: ManifestItem, telemetry: PluginTelemetry | None = None
+    ) -> PluginRecord:
+        """A record for ``item``: invalid if it cannot be loaded, failed if it cannot start."""
+        record = PluginRecord(item, telemetry=telemetry or PluginTelemetry())
+        entry = item.entry
+        if entry is None:
+            return self.invalid(record, item.error or "invalid manifest entry")
+        try:
+            record.cls = import_plugin_class(entry.module)
+            record.hooks = handler_hooks(record.cls, entry.hooks)
+            record.config = validate_config(record.cls, entry.config)
+        except AgentPMError as exc:
+            return self.invalid(record, str(exc))
+        record.timeout = self.timeout_for(record.cls, entry.timeout_seconds)
+        record.secrets = self.resolve(record.cls, entry.name, entry.config)
+        if entry.enabled:
+            try:
+                record.instance = await self.start(record, record.config)
+                record.state = "enabled"
+            except LifecycleError as exc:
+                record.state, record.error = "failed", str(exc)
+        return record
+
+    def invalid(self, record: PluginRecord, error: str) -> PluginRecord:
+        record.state, record.error = "invalid", error
+        record.telemetry.add_error("load", error)
+        logger.warning("plugin %s is invalid: %s", record.name, error)
+        return record
+
+    async def start(self, record: PluginRecord, config: Any) -> PluginBase:
+        """Construct, bind and enable a new instance; raise ``LifecycleError`` on failure."""
+        assert record.cls is not None
+        try:
+            instance = record.cls(config)
+        except Exception as exc:
+            message = self.note(record, "init", f"constructor failed: {failure(exc)}")
+            raise LifecycleError(message) from exc
+        instance.bind(record.name, record.secrets.values, record.secrets.missing, self._emitter)
+        await self.call(record, instance, "on_enable")
+        return instance
+
+    async def call(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
+        """Run a lifecycle method under the plugin's timeout; ``LifecycleError`` if it fails."""
+        function = getattr(instance, method)
+        if getattr(PluginBase, method) is getattr(type(instance), method):
+            return
+        try:
+            with anyio.fail_after(max(record.timeout, 1.0)):
+                if inspect.iscoroutinefunction(function):
+                    await function()
+                else:
+                    await anyio.to_thread.run_sync(function, abandon_on_cancel=True)
+        except TimeoutError as exc:
+            raise LifecycleError(self.note(record, method, f"{method} timed out")) from exc
+        except Exception as exc:
+            message = self.note(record, method, f"{method} failed: {failure(exc)}")
+            raise LifecycleError(message) from exc
+
+    async def call_quietly(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
+        """Like :meth:`call`, for methods whose failure must not stop the operation."""
+        with contextlib.suppress(LifecycleError):  # already recorded
+            await self.call(record, instance, method)
+
+    async def stop(self, record: PluginRecord, instance: PluginBase) -> None:
+        await self.call_quietly(record, instance, "on_disable")
+
+    def note(self, record: PluginRecord, stage: str, message: str) -> str:
+        """Record ``message`` (secrets redacted) in the plugin's error ring and the log."""
+        message = redact(message, record.secrets.values.values())
+        record.telemetry.add_error(stage, message)
+        logger.warning("plugin %s: %s", record.name, message)
+        return message
