@@ -23,6 +23,7 @@ from ruamel.yaml.comments import Comment, CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
+from agent_pm.durable import fsync_directory
 from agent_pm.errors import ManifestError
 
 __all__ = ["Manifest", "ManifestEntry", "ManifestItem", "current_digest", "to_plain"]
@@ -232,7 +233,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise ManifestError(f"cannot write manifest {path}: {exc.strerror or exc}") from None
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def _copy_mode(original: Path, temp: Path) -> None:
@@ -240,14 +241,6 @@ def _copy_mode(original: Path, temp: Path) -> None:
         os.chmod(temp, original.stat().st_mode & 0o777)
     except FileNotFoundError:
         os.chmod(temp, 0o644)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_stale_temp_files(path: Path) -> None:

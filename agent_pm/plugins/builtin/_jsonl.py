@@ -17,6 +17,8 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
+from agent_pm.durable import fsync_directory
+
 __all__ = ["JsonlLog"]
 
 _SCAN_BYTES = 64 * 1024
@@ -46,14 +48,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         # Regular files take the whole buffer at once; the loop only covers a short write.
         view = view[os.write(fd, view) :]
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class JsonlLog:
@@ -142,7 +136,7 @@ class JsonlLog:
     def _rotate(self) -> None:
         self._close()
         os.rename(self.path, self.path.with_name(f"{self.path.name}.{self._next_index()}"))
-        _fsync_directory(self.path.parent)
+        fsync_directory(self.path.parent)
         self._open()
 
     def _next_index(self) -> int:
