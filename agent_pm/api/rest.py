@@ -73,7 +73,9 @@ def safe_result(result: HookResult) -> HookResult:
 
 async def list_plugins(request: Request) -> Response:
     registry = registry_of(request)
-    return reply(request, PluginList(registry.list_metadata(), registry.revision))
+    return reply(
+        request, PluginList(registry.list_metadata(), registry.revision, registry.config_errors)
+    )
 
 
 async def get_plugin(request: Request) -> Response:
@@ -152,7 +154,7 @@ async def remove(request: Request) -> Response:
 async def reload_all(request: Request) -> Response:
     registry = registry_of(request)
     plugins = await registry.reload(revision=expected_revision(request))
-    return reply(request, PluginList(plugins, registry.revision))
+    return reply(request, PluginList(plugins, registry.revision, registry.config_errors))
 
 
 async def fire_hook(request: Request) -> Response:

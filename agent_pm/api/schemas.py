@@ -51,10 +51,12 @@ class HookPayload(msgspec.Struct):
 
 
 class PluginList(msgspec.Struct):
-    """Every plugin's metadata, in manifest order, and the registry revision."""
+    """Every plugin's metadata, in manifest order, the registry revision, and why the manifest
+    file as it stands now could not be applied (empty when it was)."""
 
     plugins: list[Metadata]
     revision: int
+    config_errors: list[str] = msgspec.field(default_factory=list)
 
 
 class PluginEnvelope(msgspec.Struct):

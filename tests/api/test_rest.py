@@ -34,6 +34,18 @@ async def test_list_plugins_returns_metadata_and_revision(
         "broken",
     ]
     assert body["plugins"] == registry.list_metadata()
+    assert body["config_errors"] == []
+
+
+async def test_list_plugins_reports_a_manifest_edit_that_was_not_applied(
+    client: httpx.AsyncClient, registry: PluginRegistry, manifest_path
+) -> None:
+    manifest_path.write_text("- name: [not yaml\n")
+    response = await client.post("/plugins/reload", headers=ADMIN)
+    assert response.status_code == 400 or response.status_code == 409
+    body = (await client.get("/plugins", headers=ADMIN)).json()
+    assert "not valid YAML" in body["config_errors"][0]
+    assert "echo" in [p["name"] for p in body["plugins"]]  # the running state is untouched
 
 
 async def test_get_plugin_returns_its_metadata(client: httpx.AsyncClient) -> None:
