@@ -93,7 +93,7 @@ async def heartbeat_lateness(registry, beats: int = 150) -> list[float]:
 
 
 async def test_faults_blocked_sync_plugin_does_not_lag_the_event_loop(
-    registry_factory, entry, monkeypatch
+    registry_factory, entry
 ) -> None:
     # BusySync spins in its worker thread for the whole measurement; with the interpreter tuned
     # as `agent-pm serve` tunes it, a 10 ms heartbeat's p99 lateness stays under 20 ms. The
