@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import threading
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ from agent_pm.errors import (
     PluginNotFoundError,
     RevisionConflictError,
 )
+from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.bus import Bus, StateChange
 from agent_pm.plugins.discovery import CatalogueEntry, discover_plugins
@@ -75,25 +75,21 @@ class PluginRegistry(Emitter):
         self.revision = 0
         self.config_errors: list[str] = []
         self.max_emit_depth = max_emit_depth
-        self.max_background = max_background
         self._records: dict[str, PluginRecord] = {}
         self._table = DispatchTable()
         self._manifest: Manifest | None = None
         self._life = Lifecycle(self.settings, self)
         self._dispatcher = Dispatcher(self._record_sample)
         self._lock = anyio.Lock()
-        self._background = 0
+        self._background = Background(max_background)
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._loop_token: anyio.lowlevel.EventLoopToken | None = None
-        self._loop_thread = 0
 
     # -- lifecycle of the registry itself ---------------------------------------------------
 
     async def __aenter__(self) -> PluginRegistry:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        self._loop_token = anyio.lowlevel.current_token()
-        self._loop_thread = threading.get_ident()
+        self._background.attach(self._task_group)
         try:
             self._manifest = await anyio.to_thread.run_sync(Manifest.load, self.manifest_path)
         except ManifestError as exc:
@@ -125,6 +121,7 @@ class PluginRegistry(Emitter):
                 await self._task_group.__aexit__(exc_type, exc, tb)
         finally:
             self._task_group = None
+            self._background.attach(None)
             self.bus.close()
 
     # -- reads ---------------------------------------------------------------------------
@@ -208,30 +205,13 @@ class PluginRegistry(Emitter):
             table.leave()
 
     def _spawn(self, hook: str, payload: dict[str, Any], source: str | None, depth: int) -> bool:
-        if threading.get_ident() == self._loop_thread:
-            return self._start_background(hook, payload, source, depth)
-        return anyio.from_thread.run_sync(
-            self._start_background, hook, payload, source, depth, token=self._loop_token
-        )
-
-    def _start_background(
-        self, hook: str, payload: dict[str, Any], source: str | None, depth: int
-    ) -> bool:
-        if self._task_group is None or self._background >= self.max_background:
-            logger.warning("background fire of %r dropped: too much work in flight", hook)
-            return False
-        self._background += 1
-        self._task_group.start_soon(self._run_background, hook, payload, source, depth)
-        return True
+        return self._background.start(self._run_background, hook, payload, source, depth)
 
     async def _run_background(
         self, hook: str, payload: dict[str, Any], source: str | None, depth: int
     ) -> None:
         _emit_depth.set(depth)
-        try:
-            await self._dispatch(hook, payload, source)
-        finally:
-            self._background -= 1
+        await self._dispatch(hook, payload, source)
 
     def _record_sample(
         self, target: Target, hook: str, status: Status, duration_ms: float, error: str | None
