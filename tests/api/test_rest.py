@@ -6,6 +6,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -385,6 +386,25 @@ async def test_if_match_must_be_a_revision(client: httpx.AsyncClient, value: str
     headers = {**ADMIN, "If-Match": value.encode()}
     response = await client.post("/plugins/echo/disable", headers=headers)
     assert response.status_code == 400
+
+
+async def test_fifty_concurrent_updates_with_one_revision_let_exactly_one_through(
+    client: httpx.AsyncClient, registry: PluginRegistry, manifest_path: Path
+) -> None:
+    headers = {**ADMIN, "If-Match": str(registry.revision)}
+    statuses: list[int] = []
+
+    async def update(n: int) -> None:
+        body = {"config": {"mode": f"update-{n}"}}
+        response = await client.post("/plugins/echo/config", headers=headers, json=body)
+        statuses.append(response.status_code)
+
+    async with anyio.create_task_group() as group:
+        for n in range(50):
+            group.start_soon(update, n)
+    assert sorted(statuses) == [200] + [412] * 49
+    winner = registry.metadata_for("echo")["config"]["mode"]
+    assert f"mode: {winner}" in manifest_path.read_text()
 
 
 async def test_etag_round_trips_into_if_match(client: httpx.AsyncClient) -> None:
