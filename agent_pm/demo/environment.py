@@ -15,13 +15,14 @@ from agent_pm.demo.slack import SlackStandIn
 __all__ = ["DemoServices", "demo_services"]
 
 
-# A few injected failures, rate limits and slow answers, so errors, retries and long durations
-# show up in the dashboard next to the successes.
 def _faults(enabled: bool, seed: int | None) -> Faults:
+    """What the stand-ins inject. The plugins retry 503 and 429 (three retries), so a quarter of
+    answers failing shows up as retries and longer durations, and about one call in a hundred
+    failing for good; a slow answer (6 s) outlasts the plugins' 5 s HTTP timeout and fails."""
     if not enabled:
         return Faults(seed=seed)
     return Faults(
-        failure_rate=0.04, rate_limit_rate=0.04, slow_rate=0.05, slow_seconds=1.5, seed=seed
+        failure_rate=0.25, rate_limit_rate=0.05, slow_rate=0.03, slow_seconds=6.0, seed=seed
     )
 
 
