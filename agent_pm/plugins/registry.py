@@ -636,7 +636,8 @@ class PluginRegistry(Emitter):
             instance = record.cls(config)
         except Exception as exc:
             message = self._note(record, "init", f"constructor failed: {failure(exc)}")
-            raise LifecycleError(message) from exc
+            # The plugin's own exception may quote its secrets: only the redacted text goes on.
+            raise LifecycleError(message) from None
         instance.bind(record.name, record.secrets.values, record.secrets.missing, self)
         await self._lifecycle(record, instance, "on_enable")
         return instance
@@ -668,7 +669,7 @@ class PluginRegistry(Emitter):
         except Exception as exc:
             raise LifecycleError(
                 self._note(record, method, f"{method} failed: {failure(exc)}")
-            ) from exc
+            ) from None  # its cause may quote the plugin's secrets
 
     async def _run_quietly(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
         # Already recorded; a failing on_disable/on_reload must not stop the operation.
