@@ -132,7 +132,8 @@ def plugins_main(argv: Sequence[str] | None = None, prog: str = "manage_plugins.
 
 
 def _login_url(host: str, port: int, key: str) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host  # noqa: S104
+    # Compares against the wildcard address, never binds to it.
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host  # noqa: S104  # nosec B104
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
     # The key rides in the fragment, which browsers never send: it stays out of access logs.

@@ -70,7 +70,7 @@ async def stream(
                 raise
         except (OSError, ConnectionClosed, TimeoutError, msgspec.DecodeError):
             pass
-        await anyio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter, not crypto
+        await anyio.sleep(delay * (0.5 + random.random() / 2))  # jitter, not crypto  # noqa: S311  # nosec B311
         delay = min(delay * 2, max_backoff)
 
 

@@ -97,7 +97,7 @@ def _responses(op: Operation, schemas: dict[Any, dict[str, Any]]) -> dict[str, A
     if not op.public:
         statuses |= {401, 403}
     if op.admin:
-        statuses.add(412)
+        statuses |= {400, 412}  # 400: an If-Match that is not a revision number
     if op.body is not None:
         statuses |= {400, 413}
     for status in sorted(statuses):

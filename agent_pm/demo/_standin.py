@@ -42,7 +42,7 @@ class Faults:
     script: Iterable[int] = ()
 
     def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)  # noqa: S311 - fault injection, not crypto
+        self._random = random.Random(self.seed)  # fault injection, not crypto  # noqa: S311  # nosec B311
         self._script = deque(self.script)
 
     def queue(self, *statuses: int) -> None:

@@ -63,7 +63,7 @@ class Scenario:
     """An endless, seeded sequence of plausible Agent PM activity."""
 
     def __init__(self, seed: int | None = None) -> None:
-        self._random = random.Random(seed)  # noqa: S311 - demo data, not crypto
+        self._random = random.Random(seed)  # demo data, not crypto  # noqa: S311  # nosec B311
         self._ids = itertools.count(1)
         self.issue_keys: list[str] = []
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 
+from agent_pm.plugins.secrets import SecretLog
+
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
@@ -72,7 +74,9 @@ class PluginBase:
     def __init__(self, config: Any = None) -> None:
         self.config: Any = {} if config is None else config
         self.plugin_name = type(self).name
-        self.log = logging.getLogger(f"agent_pm.plugins.{self.plugin_name or type(self).__name__}")
+        self.log = SecretLog(
+            logging.getLogger(f"agent_pm.plugins.{self.plugin_name or type(self).__name__}")
+        )
         self._secrets: Mapping[str, str] = {}
         self._missing: tuple[str, ...] = tuple(type(self).required_secrets)
         self._emitter: Emitter | None = None
@@ -86,7 +90,8 @@ class PluginBase:
     ) -> None:
         """Attach the registry context: the manifest name, resolved secrets and the emitter."""
         self.plugin_name = plugin_name
-        self.log = logging.getLogger(f"agent_pm.plugins.{plugin_name}")
+        # Secrets leave the plugin's records masked, whatever level and handlers are set.
+        self.log = SecretLog(logging.getLogger(f"agent_pm.plugins.{plugin_name}"), secrets.values())
         self._secrets = dict(secrets)
         self._missing = tuple(missing)
         self._emitter = emitter

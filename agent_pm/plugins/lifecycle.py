@@ -86,7 +86,8 @@ class Lifecycle:
             instance = record.cls(config)
         except Exception as exc:
             message = self.note(record, "init", f"constructor failed: {failure(exc)}")
-            raise LifecycleError(message) from exc
+            # The plugin's own exception may quote its secrets: only the redacted text goes on.
+            raise LifecycleError(message) from None
         instance.bind(record.name, record.secrets.values, record.secrets.missing, self._emitter)
         await self.call(record, instance, "on_enable")
         return instance
@@ -102,11 +103,11 @@ class Lifecycle:
                     await function()
                 else:
                     await anyio.to_thread.run_sync(function, abandon_on_cancel=True)
-        except TimeoutError as exc:
-            raise LifecycleError(self.note(record, method, f"{method} timed out")) from exc
+        except TimeoutError:
+            raise LifecycleError(self.note(record, method, f"{method} timed out")) from None
         except Exception as exc:
             message = self.note(record, method, f"{method} failed: {failure(exc)}")
-            raise LifecycleError(message) from exc
+            raise LifecycleError(message) from None  # as above: no secret-quoting cause
 
     async def call_quietly(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
         """Like :meth:`call`, for methods whose failure must not stop the operation."""

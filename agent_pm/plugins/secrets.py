@@ -4,7 +4,8 @@ A plugin's secrets resolve, first match wins, from: (1) the manifest's ``config.
 (a literal or ``{env: NAME}``), (2) the environment variable ``<KEY>``, (3) the ``Settings``
 attribute ``<key lowercased>``, (4) the secrets file at ``PLUGIN_SECRET_PATH``
 (``plugins.<name>.<KEY>``, then top-level ``<KEY>``, then ``global.<KEY>``). Resolved values are
-never shown: configs are masked with ``***`` and text is redacted before it is stored or logged.
+never shown: configs are masked with ``***`` and text is redacted before it is stored or logged;
+a plugin logs through a :class:`SecretLog`, whose records leave with its secret values masked.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -22,7 +23,15 @@ from ruamel.yaml.error import YAMLError
 from agent_pm.errors import ConfigValidationError
 from agent_pm.settings import Settings
 
-__all__ = ["MASK", "ResolvedSecrets", "SecretResolver", "mask_config", "redact", "unmask_config"]
+__all__ = [
+    "MASK",
+    "ResolvedSecrets",
+    "SecretLog",
+    "SecretResolver",
+    "mask_config",
+    "redact",
+    "unmask_config",
+]
 
 MASK = "***"
 # Values shorter than this are too likely to collide with ordinary text to be redacted by search.
@@ -142,3 +151,44 @@ def redact(text: str, values: Iterable[str]) -> str:
         if len(value) >= _MIN_REDACT_LENGTH and value in text:
             text = text.replace(value, MASK)
     return text
+
+
+# The record attribute through which a SecretLog hands its values to the filter; removed there.
+_VALUES_ATTR = "_agent_pm_secret_values"
+
+
+class _RedactRecords(logging.Filter):
+    """Masks the secret values a :class:`SecretLog` attached to a record, then drops them.
+
+    The message, the exception and the stack are rendered here, before any handler or
+    formatter sees the record, since none of those can know which values are secret.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        values: tuple[str, ...] = record.__dict__.pop(_VALUES_ATTR, ())
+        if not values:
+            return True
+        record.msg, record.args = redact(record.getMessage(), values), ()
+        if record.exc_info:
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, redact(text, values)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, values)
+        return True
+
+
+class SecretLog(logging.LoggerAdapter[logging.Logger]):
+    """A plugin's ``self.log``: a logger whose records are stripped of the plugin's secrets."""
+
+    _filter: ClassVar[_RedactRecords] = _RedactRecords()
+
+    def __init__(self, logger: logging.Logger, values: Iterable[str] = ()) -> None:
+        super().__init__(logger, {})
+        self.values = tuple(v for v in values if len(v) >= _MIN_REDACT_LENGTH)
+        # One stateless filter per logger: it reads the values from each record.
+        if self._filter not in logger.filters:
+            logger.addFilter(self._filter)
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), _VALUES_ATTR: self.values}
+        return msg, kwargs

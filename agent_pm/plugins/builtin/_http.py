@@ -81,7 +81,11 @@ class RetryingClient:
     """An ``httpx.AsyncClient`` wrapper that retries what is safe to retry, within a bound."""
 
     def __init__(
-        self, client: httpx.AsyncClient, config: HTTPConfig, sleep: Sleeper, log: logging.Logger
+        self,
+        client: httpx.AsyncClient,
+        config: HTTPConfig,
+        sleep: Sleeper,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
     ) -> None:
         self._client = client
         self._config = config
