@@ -117,3 +117,13 @@ def restore_fixture_modules():
         if name not in saved:
             del sys.modules[name]
     sys.modules.update(saved)
+
+
+@pytest.fixture
+def lifecycle_calls():
+    """Reset the ``Lifecycle`` fixture plugin's call log (and failure switch); yields the log."""
+    from tests.fixtures.plugins import Lifecycle
+
+    Lifecycle.calls, Lifecycle.fail_on = [], None
+    yield Lifecycle.calls
+    Lifecycle.calls, Lifecycle.fail_on = [], None

@@ -24,14 +24,7 @@ from agent_pm.plugins.manifest import Manifest
 from agent_pm.settings import Settings
 from tests.fixtures.plugins import Collector, Lifecycle
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def reset_lifecycle():
-    Lifecycle.calls, Lifecycle.fail_on = [], None
-    yield
-    Lifecycle.fail_on = None
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lifecycle_calls")]
 
 
 def methods() -> list[str]:

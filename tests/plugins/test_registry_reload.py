@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.fixtures.plugins import Lifecycle
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lifecycle_calls")]
 
 MANIFEST = """\
 # operators' comment
@@ -34,13 +34,6 @@ MANIFEST = """\
   config:
     channel: "#one"
 """
-
-
-@pytest.fixture(autouse=True)
-def lifecycle_calls() -> Iterator[list[tuple[int, str]]]:
-    Lifecycle.calls, Lifecycle.fail_on = [], None
-    yield Lifecycle.calls
-    Lifecycle.calls, Lifecycle.fail_on = [], None
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from agent_pm.plugins.watcher import ManifestWatcher, watch_manifest
 from agent_pm.settings import Settings
 from tests.fixtures.plugins import Lifecycle
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lifecycle_calls")]
 
 MANIFEST = """\
 - name: echo
@@ -32,13 +32,6 @@ MANIFEST = """\
   config:
     channel: "#one"
 """
-
-
-@pytest.fixture(autouse=True)
-def lifecycle_calls() -> Iterator[None]:
-    Lifecycle.calls, Lifecycle.fail_on = [], None
-    yield
-    Lifecycle.calls, Lifecycle.fail_on = [], None
 
 
 def reloads() -> int:
