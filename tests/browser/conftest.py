@@ -1,4 +1,4 @@
-"""A real uvicorn serving the dashboard test app, and Debian's chromium driven by Playwright."""
+"""The real app on a real uvicorn, and Debian's chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from starlette.routing import Route
 
-from tests.api.dashboard_app import ADMIN_KEY, MANIFEST, build_app
+from agent_pm.api.app import create_app
+from tests.api.dashboard_app import ADMIN_KEY, MANIFEST, dashboard_settings, drop_live
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -81,7 +83,9 @@ def serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     manifest = tmp_path / "plugins.yaml"
     manifest.write_text(MANIFEST)
-    app = build_app(manifest)
+    # The real application, plus one test-only route that drops every live subscription.
+    app = create_app(dashboard_settings(manifest), manifest_path=manifest, watch=False)
+    app.router.routes.append(Route("/test/drop-live", drop_live, methods=["POST"]))
     server, thread, url = serve(app)
     yield LiveServer(url, manifest, app)
     server.should_exit = True
