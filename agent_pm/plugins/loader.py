@@ -6,7 +6,8 @@ import importlib
 import inspect
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,7 +18,14 @@ from agent_pm.errors import ConfigValidationError, PluginLoadError
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.dispatch import describe
 
-__all__ = ["failure", "handler_hooks", "import_plugin_class", "origin", "validate_config"]
+__all__ = [
+    "failure",
+    "fresh_import",
+    "handler_hooks",
+    "import_plugin_class",
+    "origin",
+    "validate_config",
+]
 
 # Core modules are never re-imported by a plugin reload: only plugin code is hot.
 _CORE_PREFIX = "agent_pm."
@@ -31,28 +39,38 @@ def _split(path: str) -> tuple[str, str]:
     return module_name, attribute
 
 
-def import_plugin_class(path: str, *, fresh: bool = False) -> type[PluginBase]:
-    """Import ``pkg.mod:Class`` and check it is a ``PluginBase`` subclass.
-
-    With ``fresh``, the module and its sibling modules are imported anew, leaving the modules the
-    running instance came from untouched; if the new import fails, they are put back.
-    """
+def import_plugin_class(path: str) -> type[PluginBase]:
+    """Import ``pkg.mod:Class`` and check it is a ``PluginBase`` subclass."""
     module_name, attribute = _split(path)
-    saved = _forget(module_name) if fresh else {}
     try:
         importlib.invalidate_caches()
         module = importlib.import_module(module_name)
     except BaseException as exc:
-        _restore(module_name, saved)
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise PluginLoadError(f"cannot import {module_name}: {failure(exc)}") from exc
     cls = getattr(module, attribute, None)
     if not (inspect.isclass(cls) and issubclass(cls, PluginBase)):
-        _restore(module_name, saved)
         problem = "does not exist" if cls is None else "is not a PluginBase subclass"
         raise PluginLoadError(f"{path} {problem}")
     return cls
+
+
+@contextmanager
+def fresh_import(path: str) -> Iterator[type[PluginBase]]:
+    """Import ``pkg.mod:Class`` anew, with its sibling modules, for the ``with`` block.
+
+    The modules the running instance came from stay untouched; if the import or anything in the
+    block fails (validation, start-up), they are put back, so a later load sees the code that
+    actually runs.
+    """
+    module_name = _split(path)[0]
+    saved = _forget(module_name)
+    try:
+        yield import_plugin_class(path)
+    except BaseException:
+        _restore(module_name, saved)
+        raise
 
 
 def origin(exc: BaseException) -> str | None:

@@ -38,7 +38,12 @@ from agent_pm.plugins.bus import Bus, StateChange
 from agent_pm.plugins.discovery import CatalogueEntry, discover_plugins
 from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target
 from agent_pm.plugins.lifecycle import Lifecycle
-from agent_pm.plugins.loader import handler_hooks, import_plugin_class, validate_config
+from agent_pm.plugins.loader import (
+    fresh_import,
+    handler_hooks,
+    import_plugin_class,
+    validate_config,
+)
 from agent_pm.plugins.manifest import Manifest, ManifestItem, current_digest, to_plain
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.secrets import redact, unmask_config
@@ -320,39 +325,46 @@ class PluginRegistry(Emitter):
                     f"plugin {name!r} has an invalid manifest entry: {record.error}"
                 )
             try:
-                cls = import_plugin_class(entry.module, fresh=True)
-                hooks = handler_hooks(cls, entry.hooks)
-                config = validate_config(cls, entry.config)
+                with fresh_import(entry.module) as cls:
+                    candidate = await self._reloaded(record, cls)
+            except LifecycleError:
+                self._changed([record])
+                raise
             except AgentPMError as exc:
                 self._life.note(record, "reload", str(exc))
                 self._changed([record])
                 raise
-            candidate = PluginRecord(
-                record.item,
-                cls=cls,
-                config=config,
-                hooks=hooks,
-                timeout=self._life.timeout_for(cls, entry.timeout_seconds),
-                telemetry=record.telemetry,
-                limiter=record.limiter,
-            )
-            candidate.secrets = self._life.resolve(cls, name, entry.config)
-            if entry.enabled:
-                try:
-                    candidate.instance = await self._life.start(candidate, config)
-                    await self._life.call(candidate, candidate.instance, "on_reload")
-                except LifecycleError:
-                    if candidate.instance is not None:
-                        await self._life.stop(candidate, candidate.instance)
-                    self._changed([record])
-                    raise
-                candidate.state = "enabled"
             old = record.instance if record.active else None
             self._records[name] = candidate
             if old is not None:
                 await self._retire([(candidate, old)])
             self._changed([candidate])
             return candidate.metadata()
+
+    async def _reloaded(self, record: PluginRecord, cls: type[PluginBase]) -> PluginRecord:
+        """A record for ``record``'s entry with the re-imported ``cls``, started if enabled."""
+        entry = record.entry
+        assert entry is not None
+        config = validate_config(cls, entry.config)
+        candidate = PluginRecord(
+            record.item,
+            cls=cls,
+            config=config,
+            hooks=handler_hooks(cls, entry.hooks),
+            timeout=self._life.timeout_for(cls, entry.timeout_seconds),
+            telemetry=record.telemetry,
+            limiter=record.limiter,
+        )
+        candidate.secrets = self._life.resolve(cls, record.name, entry.config)
+        if entry.enabled:
+            candidate.instance = await self._life.start(candidate, config)
+            try:
+                await self._life.call(candidate, candidate.instance, "on_reload")
+            except LifecycleError:
+                await self._life.stop(candidate, candidate.instance)
+                raise
+            candidate.state = "enabled"
+        return candidate
 
     async def reload(
         self, *, revision: int | None = None, only_if_changed: bool = False

@@ -20,6 +20,7 @@ from agent_pm.errors import (
     RevisionConflictError,
 )
 from agent_pm.plugins import PluginRegistry
+from agent_pm.plugins.loader import import_plugin_class
 from agent_pm.plugins.manifest import Manifest
 from agent_pm.settings import Settings
 from tests.fixtures.plugins import Collector, Lifecycle
@@ -272,6 +273,9 @@ async def test_registry_reload_plugin_swaps_code_and_rolls_back(
         write("v3", fail=True, size_pad="# grown again\n")
         with pytest.raises(LifecycleError, match="on_reload broke"):
             await registry.reload_plugin("reloadable")
+        # The modules of the code that runs are back, so a later load does not pick up v3.
+        running = type(registry.get("reloadable"))
+        assert import_plugin_class("reloadable_mod:Reloadable") is running
         module.write_text("def broken(:\n")
         with pytest.raises(PluginLoadError, match="SyntaxError"):
             await registry.reload_plugin("reloadable")
