@@ -224,6 +224,10 @@ def _row(label: str, r: dict[str, float]) -> str:
     )
 
 
+def _verdict(ratio: float) -> str:
+    return "meets" if ratio <= TARGET_RATIO else "misses"
+
+
 async def main(subscribers: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results = {n: await measure(n, Path(tmp)) for n in (1, 10, 50)}
@@ -235,11 +239,7 @@ async def main(subscribers: int) -> int:
             f"{n:>4} {r['fire'] * 1e6:>12.1f} {r['gather'] * 1e6:>12.1f} {r['pluggy'] * 1e6:>12.1f}"
             f" {r['fire'] / r['gather']:>12.2f} {r['fire'] / r['pluggy']:>12.2f}"
         )
-    ratio = results[10]["fire"] / results[10]["gather"]
-    verdict = "meets" if ratio <= TARGET_RATIO else "misses"
-    print(f"summary: fire/gather at N=10 = {ratio:.2f}x ({verdict} the {TARGET_RATIO}x target)")
-    print()
-    print(f"100 plugins loaded, 10 on the fired hook; {subscribers} WebSocket subscribers")
+    print(f"\n100 plugins loaded, 10 on the fired hook; {subscribers} WebSocket subscribers")
     columns = ("fire us", "gather us", "pluggy us")
     print(
         f"{'':>14} "
@@ -248,13 +248,14 @@ async def main(subscribers: int) -> int:
     )
     print(_row("no subscribers", loaded["alone"]))
     print(_row(f"{subscribers} subscribers", loaded["attached"]))
+    ratio = results[10]["fire"] / results[10]["gather"]
     attached = loaded["attached"]
-    ratio = attached["fire"] / attached["gather"]
-    verdict = "meets" if ratio <= TARGET_RATIO else "misses"
+    with_subs = attached["fire"] / attached["gather"]
     print(
-        f"summary: 100 plugins + {subscribers} WebSocket subscribers ({loaded['frames']} frames"
-        f" drained): fire/gather at N=10 = {ratio:.2f}x, fire/pluggy ="
-        f" {attached['fire'] / attached['pluggy']:.2f}x ({verdict} the {TARGET_RATIO}x target)"
+        f"summary: fire/gather at N=10 = {ratio:.2f}x ({_verdict(ratio)} the {TARGET_RATIO}x"
+        f" target); with 100 plugins and {subscribers} WebSocket subscribers ({loaded['frames']}"
+        f" frames drained) = {with_subs:.2f}x ({_verdict(with_subs)}),"
+        f" fire/pluggy {attached['fire'] / attached['pluggy']:.1f}x"
     )
     return 0
 
