@@ -1,6 +1,6 @@
 """Stream memory: server RSS with one stuck WebSocket subscriber against a run without it.
 
-    uv run python benchmarks/stream_memory.py [--seconds 45] [--rate 1000]
+    uv run python benchmarks/stream_memory.py [--seconds 40] [--rate 1000]
 
 Two server processes run side by side for ``--seconds``, each serving ``/plugins/stream`` with
 uvicorn and firing a hook at ``--rate`` samples per second, each with one client here reading
@@ -149,12 +149,12 @@ async def main(seconds: float, rate: float) -> None:
             assert process.pid is not None
             rss[kind].append(rss_kib(process.pid))
         await asyncio.sleep(SAMPLE_EVERY)
+    print(f"the stuck subscriber left {unread(stuck) / 1024:,.0f} KiB unread in its socket")
+    stuck.close()
     for pipe in pipes.values():
         pipe.send("stop")
     for process in processes.values():
         await asyncio.to_thread(process.join, 10)
-    print(f"the stuck subscriber left {unread(stuck) / 1024:,.0f} KiB unread in its socket")
-    stuck.close()
     for task in readers:
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
@@ -197,7 +197,7 @@ def _free_port() -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=45.0)
+    parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--rate", type=float, default=1_000)
     args = parser.parse_args()
     asyncio.run(main(args.seconds, args.rate))
