@@ -88,12 +88,16 @@ class HookStats:
 class PluginTelemetry:
     """Everything recorded about one plugin: stats and history per hook, and its last errors."""
 
-    __slots__ = ("errors", "history", "stats")
+    __slots__ = ("_rendered", "_unrendered", "errors", "history", "stats")
 
     def __init__(self) -> None:
         self.stats: dict[str, HookStats] = {}
         self.history: dict[str, deque[HookSample]] = {}
         self.errors: deque[ErrorRecord] = deque(maxlen=ERROR_LIMIT)
+        # Samples are immutable, so each is rendered to its JSON-ready dict once, when history is
+        # first read after it was added: a full listing renders tens of thousands of timestamps.
+        self._rendered: dict[str, deque[dict[str, Any]]] = {}
+        self._unrendered: dict[str, int] = {}
 
     def add(self, sample: HookSample) -> None:
         hook = sample.hook
@@ -101,8 +105,11 @@ class PluginTelemetry:
         if stats is None:
             stats = self.stats[hook] = HookStats()
             self.history[hook] = deque(maxlen=HISTORY_LIMIT)
+            self._rendered[hook] = deque(maxlen=HISTORY_LIMIT)
+            self._unrendered[hook] = 0
         stats.add(sample)
         self.history[hook].append(sample)
+        self._unrendered[hook] += 1
         if sample.status in ("error", "timeout"):
             self.errors.append(ErrorRecord(sample.timestamp, f"hook:{hook}", sample.error or ""))
 
@@ -114,11 +121,26 @@ class PluginTelemetry:
         hooks = [hook] if hook is not None else list(self.history)
         result: dict[str, list[Any]] = {}
         for name in hooks:
-            entries = list(self.history.get(name, ()))
+            entries = list(self._render(name))
             if limit is not None:
                 entries = entries[-limit:] if limit > 0 else []
-            result[name] = [_history_entry(sample) for sample in entries]
+            # Copies: the caller owns what it is given, the cache stays as rendered.
+            result[name] = [entry.copy() for entry in entries]
         return result
+
+    def _render(self, hook: str) -> deque[dict[str, Any]]:
+        """``hook``'s history as dicts, rendering only the samples added since the last read."""
+        rendered = self._rendered.get(hook)
+        if rendered is None:
+            return deque()
+        history = self.history[hook]
+        fresh = min(self._unrendered[hook], len(history))
+        if fresh:
+            rendered.extend(
+                _history_entry(history[i]) for i in range(len(history) - fresh, len(history))
+            )
+            self._unrendered[hook] = 0
+        return rendered
 
 
 def _history_entry(sample: HookSample) -> dict[str, Any]:

@@ -26,6 +26,21 @@ def test_telemetry_history_keeps_the_newest_100_per_hook() -> None:
     assert telemetry.samples("h", limit=0) == {"h": []}
 
 
+def test_telemetry_history_read_between_adds_stays_in_order_and_is_the_callers() -> None:
+    telemetry = PluginTelemetry()
+    seqs: list[int] = []
+    for seq in range(1, 231):
+        telemetry.add(sample(seq))
+        if seq % 70 == 0:
+            seqs = [s["seq"] for s in telemetry.samples("h")["h"]]
+    assert seqs == list(range(111, 211))
+    first = telemetry.samples()["h"]
+    first[0]["status"] = "edited"
+    assert [s["seq"] for s in first] == list(range(131, 231))
+    assert telemetry.samples()["h"][0]["status"] == "success"
+    assert telemetry.samples("missing") == {"missing": []}
+
+
 def test_telemetry_stats_count_each_status() -> None:
     telemetry = PluginTelemetry()
     for seq, status in enumerate(["success", "error", "timeout", "skipped", "success"], 1):

@@ -1,0 +1,139 @@
+"""SIGTERM while a hook hangs: ``agent-pm serve`` still stops in bounded time, cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent_pm.server import GRACEFUL_SHUTDOWN_SECONDS
+from tests.fixtures.servers import bound_socket
+
+ROOT = Path(__file__).parents[2]
+ADMIN_KEY = "admin-key-for-shutdown"
+# Beyond the hook's timeout: answering the in-flight request, closing the stream, stopping the
+# registry and the interpreter's own exit.
+GRACE = 3.0
+MANIFEST = """\
+# a hook that never returns
+- name: hanging
+  module: tests.fixtures.plugins:Hanging
+  enabled: true
+  timeout_seconds: {timeout}
+"""
+
+
+@pytest.fixture
+def manifest(tmp_path: Path, hook_timeout: float) -> Path:
+    path = tmp_path / "plugins.yaml"
+    path.write_text(MANIFEST.format(timeout=hook_timeout))
+    return path
+
+
+@pytest.fixture
+def served(manifest: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("API_KEY", "_PATH", "_URL"))}
+    env.update(PYTHONPATH=str(ROOT), API_KEY="read-key", ADMIN_API_KEY=ADMIN_KEY)
+    argv = [sys.executable, "-m", "agent_pm.cli", "serve", "--port", str(port)]
+    argv += ["--manifest", str(manifest), "--no-watch"]
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def wait_for_health(process: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            httpx.get(f"{url}/health", timeout=1).raise_for_status()
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)  # bounded start-up poll: the process gives no other signal
+    raise AssertionError("the server did not answer /health in time")
+
+
+def fire_in_background(url: str) -> tuple[threading.Thread, list[httpx.Response | Exception]]:
+    replies: list[httpx.Response | Exception] = []
+
+    def fire() -> None:
+        try:
+            headers = {"X-API-Key": ADMIN_KEY}
+            replies.append(httpx.post(f"{url}/hooks/post_plan", headers=headers, timeout=60))
+        except Exception as exc:  # reported by the assertions of the test
+            replies.append(exc)
+
+    firing = threading.Thread(target=fire)
+    firing.start()
+    time.sleep(0.5)  # the request reaches the hung handler; nothing observable says when
+    assert not replies, replies
+    return firing, replies
+
+
+def stop(process: subprocess.Popen[str], limit: float) -> tuple[float, str]:
+    """SIGTERM ``process``; the seconds it took to exit, and its stderr."""
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, err = process.communicate(timeout=limit + 10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {limit + 10} s after SIGTERM")
+    return time.monotonic() - signalled, err
+
+
+@pytest.mark.parametrize("hook_timeout", [2.0])
+def test_shutdown_sigterm_during_a_hung_hook_exits_zero_within_timeout_plus_grace(
+    served: tuple[subprocess.Popen[str], str], manifest: Path, hook_timeout: float
+) -> None:
+    process, url = served
+    before = manifest.read_bytes()
+    wait_for_health(process, url)
+    firing, replies = fire_in_background(url)
+    stopped, err = stop(process, hook_timeout + GRACE)
+    firing.join(5)
+
+    assert stopped < hook_timeout + GRACE, f"took {stopped:.2f} s to stop"
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert manifest.read_bytes() == before
+    [reply] = replies
+    assert isinstance(reply, httpx.Response), reply
+    assert reply.status_code == 200
+    assert [r["status"] for r in reply.json()["results"]] == ["timeout"]
+
+
+@pytest.mark.parametrize("hook_timeout", [GRACEFUL_SHUTDOWN_SECONDS + 30.0])
+def test_shutdown_hook_outlasting_the_graceful_window_is_cut_off_at_the_window(
+    served: tuple[subprocess.Popen[str], str], manifest: Path, hook_timeout: float
+) -> None:
+    process, url = served
+    before = manifest.read_bytes()
+    wait_for_health(process, url)
+    firing, replies = fire_in_background(url)
+    stopped, err = stop(process, GRACEFUL_SHUTDOWN_SECONDS + GRACE)
+    firing.join(5)
+
+    assert stopped < GRACEFUL_SHUTDOWN_SECONDS + GRACE, f"took {stopped:.2f} s to stop"
+    assert process.returncode == 0, err
+    assert manifest.read_bytes() == before
+    # uvicorn cancels the request at the end of the window and answers it with a 500.
+    [reply] = replies
+    assert isinstance(reply, httpx.Response), reply
+    assert reply.status_code == 500
