@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio.abc
-import anyio.from_thread
 import anyio.lowlevel
+
+from agent_pm.plugins.loopcall import call_soon
 
 __all__ = ["Background"]
 
@@ -38,10 +39,14 @@ class Background:
         self._loop_thread = threading.get_ident()
 
     def start(self, work: Callable[..., Awaitable[Any]], *args: Any) -> bool:
-        """Start ``work(*args)``; ``False`` when it was dropped (bound reached, or stopped)."""
+        """Start ``work(*args)``; ``False`` when it was dropped (bound reached, or stopped).
+
+        From a worker thread the call is handed to the loop without waiting: ``True`` then
+        means handed over, and a drop past the bound is only logged.
+        """
         if threading.get_ident() == self._loop_thread:
             return self._start(work, *args)
-        return anyio.from_thread.run_sync(self._start, work, *args, token=self._token)
+        return self._token is not None and call_soon(self._token, self._start, work, *args)
 
     def _start(self, work: Callable[..., Awaitable[Any]], *args: Any) -> bool:
         if self._group is None or self.inflight >= self.limit:

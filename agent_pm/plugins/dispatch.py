@@ -13,7 +13,6 @@ which is too much on the hot path (``benchmarks/dispatch.py`` measures it). Othe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
+from agent_pm.plugins.loopcall import call_soon
 from agent_pm.plugins.telemetry import Status
 
 __all__ = ["Dispatcher", "HookResult", "Target"]
@@ -76,8 +76,8 @@ async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter)
     guard = threading.Lock()
 
     def release() -> None:
-        with contextlib.suppress(Exception):  # the loop may be gone at shutdown
-            anyio.from_thread.run_sync(limiter.release_on_behalf_of, slot, token=token)
+        # Never wait for the loop here: it may have stopped, and the thread must still end.
+        call_soon(token, limiter.release_on_behalf_of, slot)
 
     def work() -> Any:
         with guard:

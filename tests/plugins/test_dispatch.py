@@ -97,3 +97,34 @@ async def test_dispatch_caller_cancellation_cancels_handlers(registry_factory, e
             await registry.fire("post_plan")
         [sample] = registry.history("hanging")["post_plan"]
     assert sample["status"] == "error" and sample["error"] == "cancelled"
+
+
+def test_dispatch_thread_that_outlives_its_loop_still_ends(tmp_path) -> None:
+    # The loop stops (a finished test, a server past shutdown) while a sync handler still runs;
+    # when the handler returns, its worker thread must end rather than wait for that loop.
+    import asyncio
+
+    from agent_pm.plugins import PluginRegistry
+    from agent_pm.settings import Settings
+
+    manifest = tmp_path / "plugins.yaml"
+    manifest.write_text(
+        "- name: blocking\n  module: tests.fixtures.plugins:Blocking\n  enabled: true\n"
+        "  timeout_seconds: 0.05\n"
+    )
+
+    async def fire_and_leave() -> None:
+        async with PluginRegistry(manifest, Settings.from_env({})) as registry:
+            [result] = await registry.fire("post_plan")
+            assert result.status == "timeout"
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(fire_and_leave())  # the loop stops here but stays open
+        worker = Blocking.threads[-1]
+        Blocking.release.set()
+        worker.join(timeout=5)
+        assert not worker.is_alive()
+    finally:
+        Blocking.release.set()
+        loop.close()
