@@ -115,6 +115,7 @@ class PluginRegistry(Emitter):
     ) -> None:
         with anyio.CancelScope(shield=True):
             await self._deactivate([r for r in self._records.values() if r.active])
+        self._background.close()
         assert self._task_group is not None
         try:
             if isinstance(exc, Exception):
@@ -126,7 +127,6 @@ class PluginRegistry(Emitter):
                 await self._task_group.__aexit__(exc_type, exc, tb)
         finally:
             self._task_group = None
-            self._background.attach(None)
             self.bus.close()
 
     # -- reads ---------------------------------------------------------------------------
