@@ -513,7 +513,7 @@ class PluginRegistry(Emitter):
             validate_config(cls, entry_config)
             raw: dict[str, Any] = {"name": plugin_name, "module": module, "enabled": enabled}
             raw["description"] = description if description is not None else cls.description
-            raw["hooks"] = list(cls.hooks)
+            # No `hooks` key: the entry follows the class's hooks, also after an upgrade.
             raw["config"] = entry_config
             manifest.root.append(raw)
             items = {item.key: item for item in manifest.items()}
