@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
@@ -23,7 +22,7 @@ from agent_pm.cli import main, plugins_main
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN_KEY, MANIFEST, READ_KEY
-from tests.fixtures.servers import bound_socket, live_server
+from tests.fixtures.servers import bound_socket, live_server, serve_process, wait_for_health
 
 ROOT = Path(__file__).parents[1]
 ENV_KEYS = ("PLUGINS_API_URL", "PLUGINS_API_KEY", "API_KEY", "ADMIN_API_KEY", "PLUGIN_CONFIG_PATH")
@@ -294,33 +293,10 @@ def test_url_mode_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[s
 
 @pytest.fixture
 def served(manifest: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    sock.close()
     env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
     env["PYTHONPATH"] = str(ROOT)
-    argv = [sys.executable, "-m", "agent_pm.cli", "serve", "--port", str(port)]
-    argv += ["--manifest", str(manifest), "--no-watch"]
-    process = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-
-
-def wait_for_health(process: subprocess.Popen[str], url: str) -> httpx.Response:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            return httpx.get(f"{url}/health", timeout=1)
-        except httpx.TransportError:
-            time.sleep(0.05)  # bounded start-up poll: the process gives no other signal
-    raise AssertionError("the server did not answer /health in time")
+    with serve_process(manifest, env, "--no-watch") as served:
+        yield served
 
 
 def test_serve_process_answers_health_and_stops_cleanly_on_sigterm(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from agent_pm.server import GRACEFUL_SHUTDOWN_SECONDS
-from tests.fixtures.servers import bound_socket
+from tests.fixtures.servers import serve_process, wait_for_health
 
 ROOT = Path(__file__).parents[2]
 ADMIN_KEY = "admin-key-for-shutdown"
@@ -40,34 +39,10 @@ def manifest(tmp_path: Path, hook_timeout: float) -> Path:
 
 @pytest.fixture
 def served(manifest: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    sock = bound_socket()
-    port = sock.getsockname()[1]
-    sock.close()
     env = {k: v for k, v in os.environ.items() if not k.endswith(("API_KEY", "_PATH", "_URL"))}
     env.update(PYTHONPATH=str(ROOT), API_KEY="read-key", ADMIN_API_KEY=ADMIN_KEY)
-    argv = [sys.executable, "-m", "agent_pm.cli", "serve", "--port", str(port)]
-    argv += ["--manifest", str(manifest), "--no-watch"]
-    process = subprocess.Popen(
-        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-
-
-def wait_for_health(process: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()
-        try:
-            httpx.get(f"{url}/health", timeout=1).raise_for_status()
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)  # bounded start-up poll: the process gives no other signal
-    raise AssertionError("the server did not answer /health in time")
+    with serve_process(manifest, env, "--no-watch") as served:
+        yield served
 
 
 def fire_in_background(url: str) -> tuple[threading.Thread, list[httpx.Response | Exception]]:
@@ -98,23 +73,31 @@ def stop(process: subprocess.Popen[str], limit: float) -> tuple[float, str]:
     return time.monotonic() - signalled, err
 
 
-@pytest.mark.parametrize("hook_timeout", [2.0])
-def test_shutdown_sigterm_during_a_hung_hook_exits_zero_within_timeout_plus_grace(
-    served: tuple[subprocess.Popen[str], str], manifest: Path, hook_timeout: float
-) -> None:
+def sigterm_during_hung_hook(
+    served: tuple[subprocess.Popen[str], str], manifest: Path, limit: float
+) -> tuple[str, httpx.Response]:
+    """Fire the hung hook, SIGTERM the server, and check it stopped cleanly within ``limit``
+    seconds with the manifest untouched; its stderr and the hook request's reply."""
     process, url = served
     before = manifest.read_bytes()
     wait_for_health(process, url)
     firing, replies = fire_in_background(url)
-    stopped, err = stop(process, hook_timeout + GRACE)
+    stopped, err = stop(process, limit)
     firing.join(5)
-
-    assert stopped < hook_timeout + GRACE, f"took {stopped:.2f} s to stop"
+    assert stopped < limit, f"took {stopped:.2f} s to stop"
     assert process.returncode == 0, err
-    assert "Traceback" not in err
     assert manifest.read_bytes() == before
     [reply] = replies
     assert isinstance(reply, httpx.Response), reply
+    return err, reply
+
+
+@pytest.mark.parametrize("hook_timeout", [2.0])
+def test_shutdown_sigterm_during_a_hung_hook_exits_zero_within_timeout_plus_grace(
+    served: tuple[subprocess.Popen[str], str], manifest: Path, hook_timeout: float
+) -> None:
+    err, reply = sigterm_during_hung_hook(served, manifest, hook_timeout + GRACE)
+    assert "Traceback" not in err
     assert reply.status_code == 200
     assert [r["status"] for r in reply.json()["results"]] == ["timeout"]
 
@@ -123,17 +106,6 @@ def test_shutdown_sigterm_during_a_hung_hook_exits_zero_within_timeout_plus_grac
 def test_shutdown_hook_outlasting_the_graceful_window_is_cut_off_at_the_window(
     served: tuple[subprocess.Popen[str], str], manifest: Path, hook_timeout: float
 ) -> None:
-    process, url = served
-    before = manifest.read_bytes()
-    wait_for_health(process, url)
-    firing, replies = fire_in_background(url)
-    stopped, err = stop(process, GRACEFUL_SHUTDOWN_SECONDS + GRACE)
-    firing.join(5)
-
-    assert stopped < GRACEFUL_SHUTDOWN_SECONDS + GRACE, f"took {stopped:.2f} s to stop"
-    assert process.returncode == 0, err
-    assert manifest.read_bytes() == before
+    _, reply = sigterm_during_hung_hook(served, manifest, GRACEFUL_SHUTDOWN_SECONDS + GRACE)
     # uvicorn cancels the request at the end of the window and answers it with a 500.
-    [reply] = replies
-    assert isinstance(reply, httpx.Response), reply
     assert reply.status_code == 500
