@@ -16,24 +16,12 @@ from agent_pm.errors import (
 )
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
+from tests.fixtures.manifests import THREE_PLUGINS
 from tests.fixtures.plugins import Lifecycle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lifecycle_calls")]
 
-MANIFEST = """\
-# operators' comment
-- name: echo
-  module: tests.fixtures.plugins:Echo
-  enabled: true
-- name: lifecycle
-  module: tests.fixtures.plugins:Lifecycle
-  enabled: true
-- name: configured
-  module: tests.fixtures.plugins:Configured
-  enabled: true
-  config:
-    channel: "#one"
-"""
+MANIFEST = THREE_PLUGINS
 
 
 @pytest.fixture
