@@ -17,14 +17,11 @@ p99 under 50 ms.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import socket
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -35,7 +32,6 @@ import anyio.to_thread
 import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
-MANIFEST = "- name: echo\n  module: tests.fixtures.plugins:Echo\n  enabled: true\n"
 TICK = 0.002
 
 
@@ -81,30 +77,11 @@ async def _control(pipe: Connection, make: Any, rate: float, seconds: float) -> 
 
 async def _serve_stream(port: int, pipe: Connection, rate: float, seconds: float) -> None:
     import uvicorn
-    from starlette.applications import Starlette
+    from _stream_app import stream_app
 
     from agent_pm.api import stream
-    from agent_pm.plugins import PluginRegistry
-    from agent_pm.settings import Settings
 
-    manifest = Path(tempfile.mkdtemp()) / "plugins.yaml"
-    manifest.write_text(MANIFEST)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with PluginRegistry(manifest, Settings.from_env({})) as registry:
-            app.state.registry = registry
-            yield
-
-    app = Starlette(routes=stream.routes(), lifespan=lifespan)
-
-    class _Role:
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            scope.setdefault("state", {})["role"] = "read"
-            await self.inner(scope, receive, send)
+    app, served = stream_app()
 
     class _Server(stream.Server):
         listening = anyio.Event()
@@ -113,7 +90,7 @@ async def _serve_stream(port: int, pipe: Connection, rate: float, seconds: float
             await super().startup(sockets)
             self.listening.set()
 
-    config = uvicorn.Config(_Role(app), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(served, host="127.0.0.1", port=port, log_level="warning")
     server = _Server(config)
 
     async def fire(count: int) -> None:

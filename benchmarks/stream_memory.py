@@ -25,16 +25,13 @@ import multiprocessing
 import os
 import socket
 import sys
-import tempfile
 import termios
 import time
-from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MANIFEST = "- name: echo\n  module: tests.fixtures.plugins:Echo\n  enabled: true\n"
 TARGET_RATIO = 1.1
 SAMPLE_EVERY = 0.5
 
@@ -49,28 +46,13 @@ def serve(port: int, rate: float, pipe: Connection) -> None:
 
 async def _serve(port: int, rate: float, pipe: Connection) -> None:
     import uvicorn
-    from starlette.applications import Starlette
+    from _stream_app import stream_app
 
     from agent_pm.api import stream
-    from agent_pm.plugins import PluginRegistry
-    from agent_pm.settings import Settings
 
-    manifest = Path(tempfile.mkdtemp()) / "plugins.yaml"
-    manifest.write_text(MANIFEST)
+    app, served = stream_app()
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with PluginRegistry(manifest, Settings.from_env({})) as registry:
-            app.state.registry = registry
-            yield
-
-    app = Starlette(routes=stream.routes(), lifespan=lifespan)
-
-    async def with_role(scope: Any, receive: Any, send: Any) -> None:
-        scope.setdefault("state", {})["role"] = "read"
-        await app(scope, receive, send)
-
-    config = uvicorn.Config(with_role, host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(served, host="127.0.0.1", port=port, log_level="warning")
     listening = asyncio.Event()
 
     class Server(stream.Server):
