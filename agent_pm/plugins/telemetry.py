@@ -20,7 +20,8 @@ __all__ = [
 
 HISTORY_LIMIT = 100
 ERROR_LIMIT = 10
-Status = Literal["success", "error", "timeout", "skipped"]
+# ``skipped``: not called (missing secrets); ``quarantined``: not called (circuit breaker open).
+Status = Literal["success", "error", "timeout", "skipped", "quarantined"]
 
 
 class HookSample(msgspec.Struct, frozen=True, gc=False, tag="sample", tag_field="type"):
