@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from agent_pm.admin_client import AdminClient
     from agent_pm.settings import Settings
 
@@ -146,11 +148,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from agent_pm.server import run
 
     keys = ApiKeys.from_settings(settings)
-    app = create_app(
+    build: Callable[..., Starlette] = create_app
+    if args.demo:
+        from agent_pm.demo.run import DemoApp as build
+    app = build(
         settings,
         manifest_path=args.manifest or settings.plugin_config_path,
         keys=keys,
-        demo=args.demo,
         watch=not args.no_watch,
     )
     if keys.generated:

@@ -19,6 +19,7 @@ import pytest
 from agent_pm.admin_client import AdminError, HttpClient
 from agent_pm.api.app import create_app
 from agent_pm.cli import main, plugins_main
+from agent_pm.demo.run import DemoApp
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN_KEY, MANIFEST, READ_KEY
@@ -360,7 +361,7 @@ def test_serve_prints_a_login_url_when_no_key_is_set(
     key = app.state.api_keys.admin  # type: ignore[attr-defined]
     assert code == 0 and (bound_host, port) == (host, 9)
     assert out == f"No API key configured; log in at http://{shown}:9/login#key={key}\n"
-    assert (app.state.demo, app.state.watch) == (False, True)  # type: ignore[attr-defined]
+    assert app.state.watch is True and not isinstance(app, DemoApp)  # type: ignore[attr-defined]
 
 
 def test_serve_with_a_key_prints_nothing_and_passes_flags(
@@ -374,6 +375,18 @@ def test_serve_with_a_key_prints_nothing_and_passes_flags(
     assert (code, out) == (0, "")
     assert app.state.watch is False  # type: ignore[attr-defined]
     assert app.state.api_keys.role_for("configured") == "admin"  # type: ignore[attr-defined]
+
+
+def test_serve_demo_wraps_the_app_in_the_demo(
+    captured_run: list[tuple[object, str, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ADMIN_API_KEY", "configured")
+    code, out, _ = run(capsys, "serve", "--demo", "--no-watch")
+    app = captured_run[0][0]
+    assert (code, out) == (0, "") and isinstance(app, DemoApp)
+    assert app.keys.role_for("configured") == "admin" and app.options["watch"] is False
 
 
 def test_bad_settings_are_one_line(

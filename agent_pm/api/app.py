@@ -19,7 +19,6 @@ from agent_pm.api.errors import CatchAllMiddleware, exception_handlers
 from agent_pm.api.plugin_routes import PluginRoutes
 from agent_pm.api.security_headers import SecurityHeadersMiddleware
 from agent_pm.api.session import role_from_session
-from agent_pm.demo.run import demo_settings, run_demo_traffic
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.watcher import watch_manifest
 from agent_pm.settings import Settings
@@ -73,8 +72,6 @@ def create_app(
     registry: PluginRegistry | None = None,
     keys: ApiKeys | None = None,
     readers: Sequence[CredentialReader] = (),
-    demo: bool = False,
-    demo_rate: float = 4.0,
     watch: bool = True,
 ) -> Starlette:
     """Build the operator app.
@@ -83,9 +80,7 @@ def create_app(
     manifest) and closes it at shutdown; a given registry is the caller's to enter and leave.
     ``keys`` defaults to the settings' keys (a generated admin key when none is configured);
     ``readers`` are extra credential readers tried after the API key. ``watch`` applies edits of
-    the manifest file made outside the service (only for a registry the app opens itself);
-    ``demo`` runs Jira and Slack stand-ins, points the built-in plugins at them and drives demo
-    traffic through the app.
+    the manifest file made outside the service (only for a registry the app opens itself).
     """
     settings = settings or Settings.from_env()
     keys = keys or ApiKeys.from_settings(settings)
@@ -103,19 +98,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            run_settings = settings
-            if demo:
-                run_settings = await stack.enter_async_context(demo_settings(settings))
             if registry is None:
-                opened = PluginRegistry(manifest_path, run_settings)
+                opened = PluginRegistry(manifest_path, settings)
                 app.state.registry = await stack.enter_async_context(opened)
             async with anyio.create_task_group() as group:
                 await group.start(histograms.run, app.state.registry.bus)
                 # Only a registry this app opened on its manifest file is the app's to watch.
                 if watch and registry is None:
                     await group.start(watch_manifest, app.state.registry)
-                if demo:
-                    group.start_soon(run_demo_traffic, app, keys.admin, demo_rate)
                 yield
                 # Stream clients hear "going away" (1001) before the registry stops.
                 with anyio.move_on_after(STREAM_CLOSE_SECONDS):
@@ -149,6 +139,5 @@ def create_app(
     app.state.settings = settings
     app.state.api_keys = keys
     app.state.plugin_routes = plugin_routes
-    app.state.demo = demo
     app.state.watch = watch
     return app

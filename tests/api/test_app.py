@@ -43,9 +43,9 @@ async def test_app_starts_on_the_bundled_manifest(tmp_path: Path, monkeypatch) -
     assert set(states.values()) == {"enabled"} and len(states) == 4
 
 
-async def test_flags_are_recorded_for_the_demo_and_watcher(settings: Settings) -> None:
-    app = create_app(settings, demo=True, watch=False)
-    assert (app.state.demo, app.state.watch) == (True, False)
+async def test_app_records_the_watcher_flag(settings: Settings) -> None:
+    assert create_app(settings, watch=False).state.watch is False
+    assert create_app(settings).state.watch is True
 
 
 def test_api_package_exports_create_app() -> None:

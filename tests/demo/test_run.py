@@ -9,7 +9,7 @@ import anyio
 import httpx
 import pytest
 
-from agent_pm.api.app import create_app
+from agent_pm.demo.run import DemoApp
 from agent_pm.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -24,9 +24,10 @@ async def test_demo_makes_every_builtin_plugin_succeed(
     manifest = shutil.copy(BUNDLED, tmp_path / "plugins.yaml")
     before = Path(manifest).read_bytes()
     settings = Settings.from_env({"ADMIN_API_KEY": "admin-key"})
-    app = create_app(settings, manifest_path=manifest, demo=True, demo_rate=50, watch=False)
+    demo = DemoApp(settings, manifest_path=manifest, rate=50, watch=False)
     succeeded: set[str] = set()
-    async with app.router.lifespan_context(app):
+    async with demo.router.lifespan_context(demo):
+        app = demo.state.app
         registry = app.state.registry
         assert {m["name"]: m["secrets"]["missing"] for m in registry.list_metadata()} == {
             "ticket_automation": [],
@@ -35,7 +36,7 @@ async def test_demo_makes_every_builtin_plugin_succeed(
             "warehouse_export": [],
         }
         with registry.bus.subscribe() as subscription, anyio.fail_after(60):
-            while succeeded != HOOK_PLUGINS or not await _feedback_stored(app):
+            while succeeded != HOOK_PLUGINS or not await _feedback_stored(demo):
                 for message in await subscription.receive():
                     if getattr(message, "status", None) == "success":
                         succeeded.add(message.plugin)
