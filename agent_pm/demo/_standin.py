@@ -7,17 +7,22 @@ Faults are decided by a seeded ``random.Random`` so a demo run replays the same 
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-__all__ = ["Faults", "RecordedRequest", "Serve", "StandIn"]
+__all__ = ["CLIENT_GONE", "Faults", "RecordedRequest", "Serve", "StandIn"]
+
+# The status recorded for a request whose client hung up before it was answered (nginx's 499).
+CLIENT_GONE = 499
+# Requests kept for inspection; a long demo run keeps only the most recent ones.
+RECORD_LIMIT = 1_000
 
 Serve = Callable[[Request, Any], Awaitable[Response]]
 
@@ -89,6 +94,8 @@ class StandIn:
     def __init__(self, faults: Faults | None = None) -> None:
         self.faults = faults or Faults()
         self.requests: list[RecordedRequest] = []
+        self.answered: Counter[int] = Counter()
+        self._recorded = anyio.Event()
 
     def endpoint(self, serve: Serve) -> Callable[[Request], Awaitable[Response]]:
         """A Starlette endpoint running ``serve`` behind the recording, faults and auth check."""
@@ -111,10 +118,15 @@ class StandIn:
 
     async def _handle(self, request: Request, serve: Serve) -> Response:
         """Apply faults, then ``serve(request, body)``; record what happened either way."""
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            # The caller gave up (a plugin's HTTP timeout): nobody is left to answer.
+            self._record(request, None, CLIENT_GONE)
+            return Response(status_code=CLIENT_GONE)
         delay = self.faults.delay()
         if delay:
             await anyio.sleep(delay)
-        raw = await request.body()
         try:
             body = msgspec.json.decode(raw) if raw else None
         except msgspec.DecodeError:
@@ -122,9 +134,20 @@ class StandIn:
             response: Response = JSONResponse({"error": "malformed JSON"}, status_code=400)
         else:
             response = await self._answer(request, body, serve)
-        self.requests.append(
-            RecordedRequest(
-                request.method, request.url.path, dict(request.headers), body, response.status_code
-            )
-        )
+        self._record(request, body, response.status_code)
         return response
+
+    async def answered_total(self, count: int) -> None:
+        """Wait until the stand-in has answered ``count`` requests in all."""
+        while self.answered.total() < count:
+            await self._recorded.wait()
+
+    def _record(self, request: Request, body: Any, status: int) -> None:
+        self.answered[status] += 1
+        self._recorded.set()
+        self._recorded = anyio.Event()
+        self.requests.append(
+            RecordedRequest(request.method, request.url.path, dict(request.headers), body, status)
+        )
+        if len(self.requests) > RECORD_LIMIT:
+            del self.requests[: RECORD_LIMIT // 2]

@@ -110,7 +110,7 @@ class RetryingClient:
             if attempt > self._config.max_retries:
                 raise PluginHTTPError(method, path, f"{reason} after {attempt} attempts", status)
             delay = self._delay(response, attempt)
-            self._log.warning("%s %s: %s, retry %d in %.2fs", method, path, reason, attempt, delay)
+            self._log.debug("%s %s: %s, retry %d in %.2fs", method, path, reason, attempt, delay)
             await self._sleep(delay)
 
     async def _send(

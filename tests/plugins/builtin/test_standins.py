@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -134,3 +136,35 @@ def test_rate_limit_answer_carries_retry_after() -> None:
     response = Faults(retry_after_seconds=9).response(429)
     assert response.status_code == 429
     assert response.headers["retry-after"] == "9"
+
+
+@pytest.mark.anyio
+async def test_standin_answers_a_caller_that_gave_up_without_an_asgi_error(
+    serve_here: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A slow answer outlasts the caller's timeout: the caller hangs up while the stand-in waits.
+    stand_in = SlackStandIn("token", Faults(latency_seconds=0.3))
+    async with serve_here(stand_in.app) as url, httpx.AsyncClient(base_url=url) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/chat.postMessage", json={"channel": "#c"}, timeout=0.05)
+        with anyio.fail_after(10):
+            await stand_in.answered_total(1)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.anyio
+async def test_standin_records_a_body_the_caller_never_finished_as_abandoned() -> None:
+    stand_in = SlackStandIn("token")
+    messages = iter([{"type": "http.request", "body": b"{", "more_body": True}])
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/chat.postMessage", "headers": []}
+    await stand_in.app(scope, receive, send)
+    assert stand_in.answered == {499: 1} and stand_in.requests[0].status == 499
