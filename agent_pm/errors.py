@@ -13,7 +13,10 @@ each class to one status code (``agent_pm.api.errors``) and nothing else needs t
     ├── RevisionConflictError    an ``If-Match`` revision is stale
     │   └── ManifestChangedError the manifest file was edited outside the service meanwhile
     ├── InstallRefusedError      a module is outside the install allowlist
-    └── EmitLoopError            ``emit`` recursed past the bounded depth
+    ├── EmitLoopError            ``emit`` recursed past the bounded depth
+    ├── FailureNotFoundError     no recorded failure by that id for that plugin
+    ├── FailureStoreError        the failure store cannot be opened, read or written
+    └── ReplayError              a recorded failure cannot be replayed now
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ __all__ = [
     "AgentPMError",
     "ConfigValidationError",
     "EmitLoopError",
+    "FailureNotFoundError",
+    "FailureStoreError",
     "InstallRefusedError",
     "LifecycleError",
     "ManifestChangedError",
@@ -29,6 +34,7 @@ __all__ = [
     "PluginExistsError",
     "PluginLoadError",
     "PluginNotFoundError",
+    "ReplayError",
     "RevisionConflictError",
 ]
 
@@ -99,3 +105,17 @@ class InstallRefusedError(AgentPMError, PermissionError):
 
 class EmitLoopError(AgentPMError):
     """Raised when plugins emit to each other deeper than the registry's bounded emit depth."""
+
+
+class FailureNotFoundError(AgentPMError, LookupError):
+    """Raised when a plugin has no recorded failure with the given id."""
+
+
+class FailureStoreError(AgentPMError):
+    """Raised when the failure store under ``DATA_DIR`` cannot be opened, read or written."""
+
+
+class ReplayError(AgentPMError):
+    """Raised when a recorded failure cannot be replayed: the plugin is not active or no longer
+    handles the hook, no payload was kept, it was replayed already, or a bulk replay of the
+    plugin is running."""

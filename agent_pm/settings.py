@@ -16,17 +16,37 @@ __all__ = ["DEFAULT_MANIFEST", "Settings"]
 DEFAULT_MANIFEST = Path("config/plugins.yaml")
 
 
-def _float(environ: Mapping[str, str], key: str, default: float) -> float:
+def _float(environ: Mapping[str, str], key: str, default: float, unit: str = "seconds") -> float:
     raw = environ.get(key)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{key} must be a number of seconds, got {raw!r}") from None
+        raise ValueError(f"{key} must be a number of {unit}, got {raw!r}") from None
     if value <= 0:
         raise ValueError(f"{key} must be positive, got {raw!r}")
     return value
+
+
+def _flag(environ: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = (environ.get(key) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{key} must be true or false, got {environ.get(key)!r}")
+
+
+def _count(environ: Mapping[str, str], key: str, default: int) -> int:
+    raw = environ.get(key)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) == 0:
+        raise ValueError(f"{key} must be a positive whole number, got {raw!r}")
+    return int(raw)
 
 
 def _prefixes(raw: str | None) -> tuple[str, ...]:
@@ -53,6 +73,11 @@ class Settings:
     jira_email: str | None = field(default=None, repr=False)
     jira_api_token: str | None = field(default=None, repr=False)
     slack_bot_token: str | None = field(default=None, repr=False)
+    data_dir: Path = Path("data")
+    record_failures: bool = False
+    failures_max_count: int = 10_000
+    failures_max_bytes: int = 64 * 1024 * 1024
+    replay_rate: float = 10.0
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -72,5 +97,10 @@ class Settings:
             jira_email=env.get("JIRA_EMAIL") or None,
             jira_api_token=env.get("JIRA_API_TOKEN") or None,
             slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+            data_dir=Path(env.get("DATA_DIR") or "data"),
+            record_failures=_flag(env, "RECORD_FAILURES", False),
+            failures_max_count=_count(env, "FAILURES_MAX_COUNT", 10_000),
+            failures_max_bytes=_count(env, "FAILURES_MAX_BYTES", 64 * 1024 * 1024),
+            replay_rate=_float(env, "REPLAY_RATE", 10.0, "calls per second"),
             environ=env,
         )

@@ -34,7 +34,9 @@ def write_manifest(tmp_path: Path) -> Callable[[str], Path]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings isolated from the process environment."""
-    return Settings.from_env({"PLUGIN_CONFIG_PATH": str(tmp_path / "plugins.yaml")})
+    return Settings.from_env(
+        {"PLUGIN_CONFIG_PATH": str(tmp_path / "plugins.yaml"), "DATA_DIR": str(tmp_path / "data")}
+    )
 
 
 @pytest.fixture

@@ -21,12 +21,15 @@ from agent_pm.errors import (
     AgentPMError,
     ConfigValidationError,
     EmitLoopError,
+    FailureNotFoundError,
+    FailureStoreError,
     InstallRefusedError,
     LifecycleError,
     ManifestError,
     PluginExistsError,
     PluginLoadError,
     PluginNotFoundError,
+    ReplayError,
     RevisionConflictError,
 )
 
@@ -44,6 +47,9 @@ logger = logging.getLogger(__name__)
 # Subclasses first: the first matching class wins.
 STATUS_OF: tuple[tuple[type[AgentPMError], int, str], ...] = (
     (PluginNotFoundError, 404, "not_found"),
+    (FailureNotFoundError, 404, "not_found"),
+    (FailureStoreError, 503, "failure_store_unavailable"),
+    (ReplayError, 409, "replay_refused"),
     (PluginExistsError, 409, "plugin_exists"),
     (PluginLoadError, 409, "load_failed"),
     (LifecycleError, 409, "lifecycle_failed"),
@@ -89,6 +95,7 @@ _HTTP_CODES = {
     412: "precondition_failed",
     413: "body_too_large",
     422: "unprocessable",
+    429: "too_many_requests",
 }
 
 

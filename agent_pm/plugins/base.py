@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 
+from agent_pm.plugins import context
 from agent_pm.plugins.secrets import SecretLog
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class PluginBase:
     def get_secret(self, key: str, default: str | None = None) -> str | None:
         """The resolved value of secret ``key``, or ``default`` when it is missing."""
         return self._secrets.get(key, default)
+
+    def replay_of(self) -> int | None:
+        """The id of the recorded failure the running hook call replays; ``None`` on a first
+        delivery. A plugin whose calls must happen once can deduplicate on it."""
+        return context.replay_of.get()
 
     def missing_secrets(self) -> list[str]:
         """Names of the required secrets no source provided."""

@@ -54,6 +54,8 @@ class ManifestEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     hooks: list[HookName] | None = None
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
+    # Keep failed calls for replay; unset follows RECORD_FAILURES.
+    record_failures: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from agent_pm.errors import (
     PluginExistsError,
     PluginLoadError,
     PluginNotFoundError,
+    ReplayError,
     RevisionConflictError,
 )
 from agent_pm.plugins.background import Background
@@ -46,6 +47,8 @@ from agent_pm.plugins.loader import (
 )
 from agent_pm.plugins.manifest import Manifest, ManifestItem, current_digest, to_plain
 from agent_pm.plugins.record import PluginRecord
+from agent_pm.plugins.recorder import FailureRecorder
+from agent_pm.plugins.replay import Replays
 from agent_pm.plugins.secrets import redact, unmask_config
 from agent_pm.plugins.table import DispatchTable
 from agent_pm.plugins.telemetry import HookSample, PluginTelemetry, Status, now
@@ -88,6 +91,8 @@ class PluginRegistry(Emitter):
         self._lock = anyio.Lock()
         self._background = Background(max_background)
         self._task_group: anyio.abc.TaskGroup | None = None
+        self.failures = FailureRecorder(self.settings)
+        self.replays = Replays(self.fire_on, self.failures, self.settings.replay_rate)
 
     # -- lifecycle of the registry itself ---------------------------------------------------
 
@@ -95,6 +100,7 @@ class PluginRegistry(Emitter):
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._background.attach(self._task_group)
+        self._task_group.start_soon(self.failures.run)
         try:
             self._manifest = await anyio.to_thread.run_sync(Manifest.load, self.manifest_path)
         except ManifestError as exc:
@@ -116,6 +122,7 @@ class PluginRegistry(Emitter):
         with anyio.CancelScope(shield=True):
             await self._deactivate([r for r in self._records.values() if r.active])
         self._background.close()
+        self.failures.close()
         assert self._task_group is not None
         try:
             if isinstance(exc, Exception):
@@ -205,9 +212,28 @@ class PluginRegistry(Emitter):
         table = self._table
         table.enter()
         try:
-            return await self._dispatcher.fire(hook, payload, table.get(hook, source))
+            results = await self._dispatcher.fire(hook, payload, table.get(hook, source))
         finally:
             table.leave()
+        if self.failures.recording:
+            self.failures.note(hook, payload, results, self.revision)
+        return results
+
+    async def fire_on(self, name: str, hook: str, payload: dict[str, Any]) -> HookResult:
+        """Run ``hook`` on plugin ``name``'s current instance alone (a replay): no other
+        subscriber sees the call, and it is not recorded as a new failure."""
+        record = self._find(name)
+        table = self._table
+        target = next((t for t in table.get(hook) if t.plugin == name), None)
+        if target is None:
+            reason = "is not active" if not record.active else f"does not handle {hook!r}"
+            raise ReplayError(f"plugin {name!r} {reason}")
+        table.enter()
+        try:
+            (result,) = await self._dispatcher.fire(hook, payload, (target,))
+        finally:
+            table.leave()
+        return result
 
     def _spawn(self, hook: str, payload: dict[str, Any], source: str | None, depth: int) -> bool:
         return self._background.start(self._run_background, hook, payload, source, depth)
@@ -629,6 +655,7 @@ class PluginRegistry(Emitter):
         """Rebuild the dispatch table, bump the revision and announce the changed plugins."""
         self._table = DispatchTable(self._records.values(), self._table)
         self.revision += 1
+        self.failures.track(self._records.values())
         for record in records:
             self.bus.publish(StateChange(self.bus.next_seq(), record.metadata(history=False)))
         for name in removed:

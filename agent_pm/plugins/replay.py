@@ -1,0 +1,157 @@
+"""Replays of recorded failures: the plugin's current code, that plugin alone, paced.
+
+A replay calls the failed hook again with the recorded (redacted) payload on the plugin's current
+instance only, with ``replay_of`` set in the call's context so the plugin can tell a second
+delivery from a first. Each replay is an ordinary call with its own result and telemetry sample;
+its outcome is written back to the failure, and a success marks it ``replayed`` so a bulk replay
+never delivers it twice. Bulk replays take pending failures oldest first, at most ``rate`` calls
+per second, one bulk replay per plugin at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from agent_pm.errors import ReplayError
+from agent_pm.plugins.context import replay_of
+from agent_pm.plugins.dispatch import HookResult
+from agent_pm.plugins.failures import Failure, FailureFilter
+from agent_pm.plugins.recorder import FailureRecorder
+from agent_pm.plugins.telemetry import now
+
+__all__ = ["ReplayOutcome", "ReplayReport", "Replays"]
+
+logger = logging.getLogger("agent_pm.audit")
+FireOn = Callable[[str, str, dict[str, Any]], Awaitable[HookResult]]
+
+
+class ReplayOutcome(msgspec.Struct, frozen=True):
+    """What replaying one failure did: the call's result, or why it was not made."""
+
+    failure: int
+    hook: str
+    result: HookResult | None = None
+    refused: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result is not None and self.result.status == "success"
+
+
+class ReplayReport(msgspec.Struct, frozen=True):
+    """A bulk replay: how many pending failures matched, and the outcome of each one replayed
+    (none on a dry run); ``remaining`` matched but were past the limit."""
+
+    plugin: str
+    dry_run: bool
+    matched: int
+    succeeded: int = 0
+    failed: int = 0
+    remaining: int = 0
+    outcomes: list[ReplayOutcome] = msgspec.field(default_factory=list)
+
+
+class Replays:
+    """Runs replays through ``fire_on`` (one plugin's current instance) and records them."""
+
+    def __init__(self, fire_on: FireOn, recorder: FailureRecorder, rate: float) -> None:
+        self._fire_on = fire_on
+        self._store = recorder.store
+        self.interval = 1.0 / rate
+        self._locks: dict[str, anyio.Lock] = {}
+        self._bulk: set[str] = set()
+
+    def _lock(self, plugin: str) -> anyio.Lock:
+        return self._locks.setdefault(plugin, anyio.Lock())
+
+    async def replay(self, plugin: str, failure_id: int, *, force: bool = False) -> ReplayOutcome:
+        """Replay one failure; one already replayed successfully needs ``force``."""
+        self._refuse_during_bulk(plugin)
+        async with self._lock(plugin):
+            failure = await anyio.to_thread.run_sync(self._store.get, plugin, failure_id)
+            if failure.state == "replayed" and not force:
+                raise ReplayError(
+                    f"failure {failure_id} of {plugin!r} was replayed already; force to repeat"
+                )
+            if failure.payload is None:
+                raise ReplayError(f"failure {failure_id} kept no payload: {failure.payload_note}")
+            return await self._run(failure, failure.payload)
+
+    async def replay_matching(
+        self, where: FailureFilter, *, limit: int, dry_run: bool = False
+    ) -> ReplayReport:
+        """Replay the pending failures ``where`` matches, oldest first, at most ``limit``."""
+        where = replace(where, state="pending")
+        plugin = where.plugin
+        if dry_run:
+            matched = await anyio.to_thread.run_sync(self._store.count, where)
+            return ReplayReport(plugin, True, matched)
+        self._refuse_during_bulk(plugin)
+        self._bulk.add(plugin)
+        try:
+            async with self._lock(plugin):
+                return await self._replay_all(where, limit)
+        finally:
+            self._bulk.discard(plugin)
+
+    def _refuse_during_bulk(self, plugin: str) -> None:
+        if plugin in self._bulk:
+            raise ReplayError(f"a bulk replay of {plugin!r} is running; try again when it ends")
+
+    async def _replay_all(self, where: FailureFilter, limit: int) -> ReplayReport:
+        matched = await anyio.to_thread.run_sync(self._store.count, where)
+        failures = await anyio.to_thread.run_sync(
+            lambda: self._store.find(where, limit, oldest_first=True)
+        )
+        ids = [f.id for f in failures]
+        payloads = await anyio.to_thread.run_sync(self._store.payloads, where.plugin, ids)
+        outcomes: list[ReplayOutcome] = []
+        next_at = anyio.current_time()
+        for failure in failures:
+            await anyio.sleep(max(0.0, next_at - anyio.current_time()))
+            next_at = anyio.current_time() + self.interval
+            outcomes.append(await self._attempt(failure, payloads.get(failure.id)))
+        succeeded = sum(outcome.succeeded for outcome in outcomes)
+        return ReplayReport(
+            where.plugin,
+            False,
+            matched,
+            succeeded,
+            len(outcomes) - succeeded,
+            matched - len(outcomes),
+            outcomes,
+        )
+
+    async def _attempt(self, failure: Failure, payload: dict[str, Any] | None) -> ReplayOutcome:
+        """Replay ``failure`` within a bulk replay: a refusal is its outcome, not an error."""
+        if payload is None:
+            return ReplayOutcome(failure.id, failure.hook, refused=failure.payload_note)
+        try:
+            return await self._run(failure, payload)
+        except ReplayError as exc:
+            return ReplayOutcome(failure.id, failure.hook, refused=str(exc))
+
+    async def _run(self, failure: Failure, payload: dict[str, Any]) -> ReplayOutcome:
+        token = replay_of.set(failure.id)
+        try:
+            result = await self._fire_on(failure.plugin, failure.hook, payload)
+        finally:
+            replay_of.reset(token)
+        await anyio.to_thread.run_sync(
+            self._store.mark_replayed, failure.id, result.status, result.error, now()
+        )
+        logger.info(
+            "replayed failure %d of %s (%s): %s",
+            failure.id,
+            failure.plugin,
+            failure.hook,
+            result.status,
+        )
+        return ReplayOutcome(failure.id, failure.hook, result)
