@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Match
 from starlette.types import Scope
 
-from agent_pm.api import dashboard, metrics, openapi, rest, stream
+from agent_pm.api import dashboard, failures, metrics, openapi, rest, stream
 from agent_pm.api.auth import ApiKeys, AuthMiddleware, CredentialReader, Verdict, api_key_reader
 from agent_pm.api.errors import CatchAllMiddleware, exception_handlers
 from agent_pm.api.plugin_routes import PluginRoutes
@@ -112,10 +112,11 @@ def create_app(
                     await stream.close_all(app)
                 group.cancel_scope.cancel()
 
-    operations = (*rest.OPERATIONS, metrics.OPERATION)
+    operations = (*rest.OPERATIONS, *failures.OPERATIONS, metrics.OPERATION)
     app = Starlette(
         routes=[
             *rest.routes(),
+            *failures.routes(),
             *metrics.routes(histograms),
             *openapi.routes(operations, _version()),
             *stream.routes(),

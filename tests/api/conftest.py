@@ -48,6 +48,7 @@ def api_settings(tmp_path: Path) -> Settings:
     return Settings.from_env(
         {
             "PLUGIN_CONFIG_PATH": str(tmp_path / "plugins.yaml"),
+            "DATA_DIR": str(tmp_path / "data"),
             "API_KEY": READ_KEY,
             "ADMIN_API_KEY": ADMIN_KEY,
             "PLUGIN_INSTALL_ALLOW": "tests.fixtures.plugins,tests.fixtures.route_plugins",
@@ -88,7 +89,7 @@ async def live_url(app: Starlette) -> AsyncIterator[str]:
         yield url
 
 
-PARAMS = {"name": "echo", "hook": "post_plan"}
+PARAMS = {"name": "echo", "hook": "post_plan", "id": "1"}
 
 
 def every_endpoint(app: Starlette, *, dashboard: bool = False) -> list[tuple[str, str]]:
