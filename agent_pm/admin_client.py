@@ -8,6 +8,7 @@ the CLI formats their answers without knowing which one it talks to. Failures ra
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -15,16 +16,34 @@ from urllib.parse import quote
 import anyio
 import msgspec
 
+from agent_pm.plugins.failures import FailureFilter, parse_since
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.settings import Settings
 
-__all__ = ["AdminClient", "AdminError", "FileClient", "HttpClient"]
+__all__ = ["AdminClient", "AdminError", "FailureQuery", "FileClient", "HttpClient"]
 
 T = TypeVar("T")
 
 
 class AdminError(Exception):
     """An administration request failed; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class FailureQuery:
+    """Which recorded failures a command is about, as the CLI options give them."""
+
+    hook: str | None = None
+    since: str | None = None
+    limit: int = 100
+
+    def params(self) -> dict[str, str]:
+        given = {"hook": self.hook, "since": self.since, "limit": self.limit}
+        return {key: str(value) for key, value in given.items() if value is not None}
+
+    def where(self, plugin: str) -> FailureFilter:
+        since = parse_since(self.since) if self.since is not None else None
+        return FailureFilter(plugin, self.hook, since)
 
 
 class AdminClient(Protocol):
@@ -38,6 +57,9 @@ class AdminClient(Protocol):
     def discover(self) -> list[dict[str, Any]]: ...
     def install(self, *, entry_point: str | None, module: str | None, **options: Any) -> Any: ...
     def remove(self, name: str) -> str: ...
+    def failures(self, name: str, query: FailureQuery) -> dict[str, Any]: ...
+    def replay(self, name: str, query: FailureQuery, *, dry_run: bool) -> dict[str, Any]: ...
+    def replay_one(self, name: str, failure_id: int, *, force: bool) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -109,6 +131,41 @@ class FileClient:
 
         return self._run(remove)
 
+    def failures(self, name: str, query: FailureQuery) -> dict[str, Any]:
+        async def read(registry: PluginRegistry) -> dict[str, Any]:
+            registry.metadata_for(name, history=False)  # an unknown plugin is an error
+            store = registry.failures.store
+            where = query.where(name)
+            failures, matched = await anyio.to_thread.run_sync(
+                lambda: store.page(where, query.limit, payloads=True)
+            )
+            stats = await anyio.to_thread.run_sync(store.stats)
+            listing = {"plugin": name, "failures": failures, "matched": matched, "store": stats}
+            data: dict[str, Any] = msgspec.to_builtins(listing)
+            return data
+
+        return self._run(read)
+
+    def replay(self, name: str, query: FailureQuery, *, dry_run: bool) -> dict[str, Any]:
+        async def replay(registry: PluginRegistry) -> dict[str, Any]:
+            registry.metadata_for(name, history=False)
+            where = query.where(name)
+            report = await registry.replays.replay_matching(
+                where, limit=query.limit, dry_run=dry_run
+            )
+            data: dict[str, Any] = msgspec.to_builtins(report)
+            return data
+
+        return self._run(replay)
+
+    def replay_one(self, name: str, failure_id: int, *, force: bool) -> dict[str, Any]:
+        async def replay(registry: PluginRegistry) -> dict[str, Any]:
+            outcome = await registry.replays.replay(name, failure_id, force=force)
+            data: dict[str, Any] = msgspec.to_builtins(outcome)
+            return data
+
+        return self._run(replay)
+
     def close(self) -> None:
         """Nothing stays open between operations."""
 
@@ -126,7 +183,12 @@ class HttpClient:
         self._client = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
     def _call(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> Any:
         path = "/".join(quote(part, safe="") for part in path.split("/"))
         content = msgspec.json.encode(body) if body is not None else None
@@ -134,7 +196,9 @@ class HttpClient:
         if content is not None:
             headers["Content-Type"] = "application/json"
         try:
-            response = self._client.request(method, path, content=content, headers=headers)
+            response = self._client.request(
+                method, path, content=content, headers=headers, params=params
+            )
         except self._httpx.HTTPError as exc:
             raise AdminError(f"cannot reach {self._client.base_url}: {exc}") from None
         try:
@@ -194,6 +258,25 @@ class HttpClient:
     def remove(self, name: str) -> str:
         removed: str = self._call("DELETE", f"/plugins/{name}")["removed"]
         return removed
+
+    def failures(self, name: str, query: FailureQuery) -> dict[str, Any]:
+        data: dict[str, Any] = self._call(
+            "GET", f"/plugins/{name}/failures", params=query.params()
+        )
+        return data
+
+    def replay(self, name: str, query: FailureQuery, *, dry_run: bool) -> dict[str, Any]:
+        given = {"hook": query.hook, "since": query.since, "limit": query.limit}
+        body = {key: value for key, value in given.items() if value is not None}
+        body["dry_run"] = dry_run
+        data: dict[str, Any] = self._call("POST", f"/plugins/{name}/failures/replay", body)
+        return data
+
+    def replay_one(self, name: str, failure_id: int, *, force: bool) -> dict[str, Any]:
+        params = {"force": "true"} if force else None
+        path = f"/plugins/{name}/failures/{failure_id}/replay"
+        data: dict[str, Any] = self._call("POST", path, params=params)
+        return data
 
     def close(self) -> None:
         self._client.close()

@@ -68,6 +68,7 @@ def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
     tail.add_argument("--plugin", action="append", help="only this plugin (repeatable)")
     tail.add_argument("--hook", action="append", help="only this hook (repeatable)")
     tail.set_defaults(run=_tail)
+    _add_failure_commands(commands)
     install = commands.add_parser("install", help="add a plugin to the manifest")
     source = install.add_mutually_exclusive_group(required=True)
     source.add_argument("--entry-point", help="an entry point from `discover`")
@@ -76,6 +77,25 @@ def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
     install.add_argument("--enable", action="store_true")
     install.add_argument("--description")
     install.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _add_failure_filter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name")
+    parser.add_argument("--hook", help="only failures of this hook")
+    parser.add_argument("--since", help="only failures since: ISO 8601 time, or 15m, 2h, 7d back")
+    parser.add_argument("--limit", type=int, help="at most this many (default 100)")
+
+
+def _add_failure_commands(commands: Any) -> None:
+    failures = commands.add_parser("failures", help="list a plugin's recorded failed calls")
+    _add_failure_filter(failures)
+    replay = commands.add_parser(
+        "replay", help="replay a plugin's pending recorded failures (oldest first)"
+    )
+    _add_failure_filter(replay)
+    replay.add_argument("--dry-run", action="store_true", help="only count what would replay")
+    replay.add_argument("--id", type=int, help="replay this one failure instead")
+    replay.add_argument("--force", action="store_true", help="with --id: even if replayed")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import msgspec
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from agent_pm.admin_client import AdminClient, AdminError
+from agent_pm.admin_client import AdminClient, AdminError, FailureQuery
 
 __all__ = ["format_table", "parse_assignments", "run"]
 
@@ -213,6 +213,73 @@ def _remove(args: argparse.Namespace, client: AdminClient, out: TextIO, err: Tex
     return 0
 
 
+def _query(args: argparse.Namespace) -> FailureQuery:
+    if args.limit is not None and args.limit < 1:
+        raise AdminError("--limit must be at least 1")
+    return FailureQuery(args.hook, args.since, args.limit or 100)
+
+
+def _failure_row(failure: dict[str, Any]) -> list[str]:
+    return [
+        str(failure["id"]),
+        failure["recorded_at"],
+        failure["hook"],
+        failure["status"],
+        failure["state"],
+        str(failure["attempts"]),
+        failure.get("request_id") or "-",
+        failure.get("error") or "",
+    ]
+
+
+def _failures(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    data = client.failures(args.name, _query(args))
+    if args.json:
+        _print_json(data, out)
+        return 0
+    failures = data["failures"]
+    if not failures:
+        out.write(f"no recorded failures of {args.name} match\n")
+        return 0
+    headers = ("ID", "RECORDED", "HOOK", "STATUS", "STATE", "REPLAYS", "REQUEST", "ERROR")
+    out.write(format_table(headers, [_failure_row(f) for f in failures]) + "\n")
+    if data["matched"] > len(failures):
+        err.write(f"showing the newest {len(failures)} of {data['matched']}; see --limit\n")
+    return 0
+
+
+def _outcome_line(outcome: dict[str, Any]) -> str:
+    result = outcome.get("result")
+    if result is None:
+        return f"  #{outcome['failure']} {outcome['hook']}: not replayed: {outcome['refused']}"
+    error = f": {result['error']}" if result.get("error") else ""
+    return f"  #{outcome['failure']} {outcome['hook']}: {result['status']}{error}"
+
+
+def _replay(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    if args.id is not None:
+        outcome = client.replay_one(args.name, args.id, force=args.force)
+        if args.json:
+            _print_json(outcome, out)
+        else:
+            out.write(f"replayed failure of {args.name}:\n{_outcome_line(outcome)}\n")
+        return 0 if (outcome.get("result") or {}).get("status") == "success" else 1
+    report = client.replay(args.name, _query(args), dry_run=args.dry_run)
+    if args.json:
+        _print_json(report, out)
+    elif args.dry_run:
+        out.write(f"{report['matched']} pending failure(s) of {args.name} would be replayed\n")
+    else:
+        out.write(
+            f"replayed {len(report['outcomes'])} of {report['matched']} pending failure(s) of "
+            f"{args.name}: {report['succeeded']} succeeded, {report['failed']} failed\n"
+        )
+        out.writelines(_outcome_line(outcome) + "\n" for outcome in report["outcomes"])
+        if report["remaining"]:
+            err.write(f"{report['remaining']} more pending; run again or raise --limit\n")
+    return 1 if report["failed"] else 0
+
+
 Command = Callable[[argparse.Namespace, AdminClient, TextIO, TextIO], int]
 COMMANDS: dict[str, Command] = {
     "list": _list,
@@ -223,6 +290,8 @@ COMMANDS: dict[str, Command] = {
     "update": _update,
     "install": _install,
     "remove": _remove,
+    "failures": _failures,
+    "replay": _replay,
 }
 
 

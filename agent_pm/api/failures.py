@@ -153,17 +153,10 @@ async def list_failures(request: Request) -> Response:
         await registry.failures.flush()  # so a failure that just happened is listed
 
     def read() -> FailureList:
-        failures = store.find(where, limit)
-        if _is_admin(request):
-            payloads = store.payloads(name, [f.id for f in failures])
-            failures = [replace_payload(f, payloads.get(f.id)) for f in failures]
-        return FailureList(name, failures, store.count(where), store.stats())
+        failures, matched = store.page(where, limit, payloads=_is_admin(request))
+        return FailureList(name, failures, matched, store.stats())
 
     return reply(request, await anyio.to_thread.run_sync(read))
-
-
-def replace_payload(failure: Failure, payload: dict[str, Any] | None) -> Failure:
-    return msgspec.structs.replace(failure, payload=payload)
 
 
 async def get_failure(request: Request) -> Response:
@@ -171,7 +164,7 @@ async def get_failure(request: Request) -> Response:
     store = registry_of(request).failures.store
     failure = await anyio.to_thread.run_sync(store.get, name, failure_id)
     if not _is_admin(request):
-        failure = replace_payload(failure, None)
+        failure = msgspec.structs.replace(failure, payload=None)
     return reply(request, FailureEnvelope(failure))
 
 

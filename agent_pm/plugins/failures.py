@@ -328,6 +328,16 @@ class FailureStore:
                 row_id: None if blob is None else msgspec.json.decode(blob) for row_id, blob in rows
             }
 
+    def page(
+        self, where: FailureFilter, limit: int, *, payloads: bool
+    ) -> tuple[list[Failure], int]:
+        """The newest ``limit`` matching failures (with payloads if asked), and how many match."""
+        failures = self.find(where, limit)
+        if payloads:
+            kept = self.payloads(where.plugin, [f.id for f in failures])
+            failures = [msgspec.structs.replace(f, payload=kept.get(f.id)) for f in failures]
+        return failures, self.count(where)
+
     def get(self, plugin: str, failure_id: int) -> Failure:
         """Failure ``failure_id`` of ``plugin`` with its payload."""
         found = self.find(FailureFilter(plugin, ids=(failure_id,)))
