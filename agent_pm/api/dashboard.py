@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from agent_pm.api import dashboard_failures as failures_ui
 from agent_pm.api import dashboard_render as ui
 from agent_pm.api.dashboard_live import live
 from agent_pm.api.session import Session, csrf_ok, session_from_scope, sessions_for
@@ -42,6 +43,8 @@ def routes() -> list[BaseRoute]:
         Route("/dashboard/plugins/{name}/config", update_config, methods=["POST"]),
         Route("/dashboard/plugins/{name}/remove", remove, methods=["POST"]),
         Route("/dashboard/install", install, methods=["POST"]),
+        Route("/dashboard/plugins/{name}/failures/replay", replay_all, methods=["POST"]),
+        Route("/dashboard/plugins/{name}/failures/{id:int}/replay", replay_one, methods=["POST"]),
         WebSocketRoute("/dashboard/live", live),
         Mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static"),
     ]
@@ -215,6 +218,46 @@ async def update_config(request: Request) -> Response:
 
 async def remove(request: Request) -> Response:
     return await _act(request, _remove)
+
+
+def _recorded_plugin(request: Request) -> str:
+    name: str = request.path_params["name"]
+    if name not in request.app.state.registry.names():
+        raise HTTPException(404, f"no plugin named {name!r}")
+    return name
+
+
+async def replay_one(request: Request) -> Response:
+    session, _ = await _checked(request)
+    registry = request.app.state.registry
+    name, failure_id = _recorded_plugin(request), request.path_params["id"]
+    return await _replayed(request, session, name, registry.replays.replay(name, failure_id))
+
+
+async def replay_all(request: Request) -> Response:
+    session, form = await _checked(request)
+    registry = request.app.state.registry
+    name = _recorded_plugin(request)
+    if form.get("since", "") not in {value for value, _ in failures_ui.SINCE_CHOICES}:
+        raise HTTPException(400, "choose a time from the list")
+    where = failures_ui.since_filter(name, form.get("since", ""))
+    replay = registry.replays.replay_matching(where, limit=failures_ui.BULK_LIMIT)
+    return await _replayed(request, session, name, replay)
+
+
+async def _replayed(request: Request, session: Session, name: str, replay: Any) -> Response:
+    """Run ``replay`` and answer with the plugin's failures card (htmx) or the whole page."""
+    registry = request.app.state.registry
+    notice = error = None
+    status = 200
+    try:
+        notice = failures_ui.replay_notice(await replay)
+    except AgentPMError as exc:
+        error, status = str(exc), 409
+    if request.headers.get("hx-request"):
+        card = await failures_ui.failure_card(registry, session, name, notice=notice, error=error)
+        return _html(card, status)
+    return _html(await ui.page(registry, session, None), status)
 
 
 async def install(request: Request) -> Response:

@@ -209,6 +209,9 @@ async def page(
     registry: Any, session: Session, wanted: str | None, state: PageState | None = None
 ) -> str:
     """The whole dashboard page."""
+    # Imported here: the failures section renders through this module's environment.
+    from agent_pm.api.dashboard_failures import failures_section
+
     metas = registry.list_metadata(history=False)
     selection = selection_for(metas, wanted)
     state = state or PageState()
@@ -226,4 +229,5 @@ async def page(
         admin=await admin_list(registry, metas, session, state, oob=False)
         if session.is_admin
         else "",
+        failures=await failures_section(registry, session),
     )
