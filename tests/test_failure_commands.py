@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -18,21 +18,24 @@ from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN, ADMIN_KEY, READ_KEY
 from tests.api.test_failures import MANIFEST
-from tests.fixtures.recording import BAD_TOKEN, GOOD_TOKEN, Bystander, Exporter
+from tests.fixtures.recording import (  # noqa: F401 (a fixture)
+    BAD_TOKEN,
+    GOOD_TOKEN,
+    Bystander,
+    Exporter,
+    fresh_deliveries,
+)
 from tests.fixtures.servers import live_server
+
+pytestmark = pytest.mark.usefixtures("fresh_deliveries")
 
 
 @pytest.fixture(autouse=True)
-def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in ("PLUGINS_API_URL", "PLUGINS_API_KEY", "API_KEY", "ADMIN_API_KEY"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("REPLAY_RATE", "1000")
-    Exporter.delivered.clear()
-    Bystander.calls.clear()
-    yield
-    Exporter.delivered.clear()
-    Bystander.calls.clear()
 
 
 @pytest.fixture

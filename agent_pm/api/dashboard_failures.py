@@ -71,8 +71,7 @@ async def failure_card(
 
 async def failures_section(registry: PluginRegistry, session: Session) -> Markup:
     """Every card, or a note that no plugin records failures."""
-    with anyio.move_on_after(2.0):
-        await registry.failures.flush()
+    await registry.failures.settle()
     names = await anyio.to_thread.run_sync(plugins_with_failures, registry)
     if not names:
         return Markup(

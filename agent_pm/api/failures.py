@@ -34,8 +34,6 @@ __all__ = ["OPERATIONS", "routes"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
-# A listing waits this long at most for failures still on their way to the store.
-FLUSH_SECONDS = 2.0
 _STATES: tuple[FailureState, ...] = ("pending", "replayed")
 
 
@@ -149,8 +147,7 @@ async def list_failures(request: Request) -> Response:
     where = _filter(name, query)
     limit = _limit(query.get("limit", DEFAULT_LIMIT))
     store = registry.failures.store
-    with anyio.move_on_after(FLUSH_SECONDS):
-        await registry.failures.flush()  # so a failure that just happened is listed
+    await registry.failures.settle()  # so a failure that just happened is listed
 
     def read() -> FailureList:
         failures, matched = store.page(where, limit, payloads=_is_admin(request))

@@ -24,6 +24,7 @@ from agent_pm.errors import FailureNotFoundError, FailureStoreError
 from agent_pm.plugins.telemetry import Status
 
 __all__ = [
+    "FailedCall",
     "Failure",
     "FailureFilter",
     "FailureState",
@@ -66,8 +67,9 @@ _COLUMNS = (
 )
 
 
-class NewFailure(msgspec.Struct, frozen=True, kw_only=True):
-    """A failed call as the recorder hands it to the store; ``payload`` is redacted JSON."""
+class FailedCall(msgspec.Struct, frozen=True, kw_only=True):
+    """What is known of a failed call: where it failed, how, in which request, on which code
+    (``module_version``) and manifest (``revision``); the error has the secrets masked."""
 
     plugin: str
     hook: str
@@ -77,6 +79,11 @@ class NewFailure(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str | None
     module_version: str | None
     revision: int
+
+
+class NewFailure(FailedCall, frozen=True, kw_only=True):
+    """A failed call as the recorder hands it to the store; ``payload`` is redacted JSON."""
+
     payload: bytes | None
     payload_note: str | None = None
 
@@ -85,19 +92,11 @@ class NewFailure(msgspec.Struct, frozen=True, kw_only=True):
         return ROW_OVERHEAD_BYTES + len(self.payload or b"") + len((self.error or "").encode())
 
 
-class Failure(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One recorded failed call. ``payload`` (the redacted keyword arguments of the call) is
-    shown to admin keys only; ``payload_stored`` says whether one was kept at all."""
+class Failure(FailedCall, frozen=True, kw_only=True, omit_defaults=True):
+    """One recorded failed call, by ``id``. ``payload`` (the redacted keyword arguments of the
+    call) is shown to admin keys only; ``payload_stored`` says whether one was kept at all."""
 
     id: int
-    plugin: str
-    hook: str
-    status: Status
-    error: str | None
-    recorded_at: datetime
-    request_id: str | None
-    module_version: str | None
-    revision: int
     payload_stored: bool
     payload_note: str | None
     state: FailureState

@@ -40,6 +40,7 @@ STORE_FILE = "failures.sqlite3"
 QUEUE_LIMIT = 1_000
 BATCH_LIMIT = 200
 MAX_PAYLOAD_BYTES = 256 * 1024
+SETTLE_SECONDS = 2.0
 _FAILED = frozenset({"error", "timeout"})
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 200
@@ -152,6 +153,13 @@ class FailureRecorder:
         target = self._sent
         while self._written < target:
             await self._progress.wait()
+
+    async def settle(self) -> None:
+        """Let the failures noted so far reach the store before reading it, within bounds: a
+        listing or replay right after a failure includes it, and a stuck disk delays it only
+        ``SETTLE_SECONDS``."""
+        with anyio.move_on_after(SETTLE_SECONDS):
+            await self.flush()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -63,6 +63,7 @@ class Replays:
 
     def __init__(self, fire_on: FireOn, recorder: FailureRecorder, rate: float) -> None:
         self._fire_on = fire_on
+        self._recorder = recorder
         self._store = recorder.store
         self.interval = 1.0 / rate
         self._locks: dict[str, anyio.Lock] = {}
@@ -90,6 +91,7 @@ class Replays:
         """Replay the pending failures ``where`` matches, oldest first, at most ``limit``."""
         where = replace(where, state="pending")
         plugin = where.plugin
+        await self._recorder.settle()
         if dry_run:
             matched = await anyio.to_thread.run_sync(self._store.count, where)
             return ReplayReport(plugin, True, matched)

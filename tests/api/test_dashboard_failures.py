@@ -13,21 +13,23 @@ from agent_pm.api.app import create_app
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN, ADMIN_KEY, READ_KEY
 from tests.api.test_failures import MANIFEST
-from tests.fixtures.recording import BAD_TOKEN, GOOD_TOKEN, Bystander, Exporter
+from tests.fixtures.recording import (  # noqa: F401 (a fixture)
+    BAD_TOKEN,
+    GOOD_TOKEN,
+    Exporter,
+    fresh_deliveries,
+)
 
 HX = {"HX-Request": "true"}
+pytestmark = pytest.mark.usefixtures("fresh_deliveries")
 
 
 @pytest.fixture
 def client(tmp_path: Path, api_settings: Settings) -> Iterator[TestClient]:
     path = tmp_path / "recorded.yaml"
     path.write_text(MANIFEST)
-    Exporter.delivered.clear()
-    Bystander.calls.clear()
     with TestClient(create_app(api_settings, manifest_path=path, watch=False)) as test_client:
         yield test_client
-    Exporter.delivered.clear()
-    Bystander.calls.clear()
 
 
 def login(client: TestClient, key: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,15 @@ from agent_pm.api.app import create_app
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN, READ
-from tests.fixtures.recording import BAD_TOKEN, GOOD_TOKEN, Bystander, Exporter
+from tests.fixtures.recording import (  # noqa: F401 (a fixture)
+    BAD_TOKEN,
+    GOOD_TOKEN,
+    Bystander,
+    Exporter,
+    fresh_deliveries,
+)
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_deliveries")]
 
 MANIFEST = f"""\
 - name: exporter
@@ -33,15 +39,6 @@ MANIFEST = f"""\
   module: tests.fixtures.plugins:Echo
   enabled: true
 """
-
-
-@pytest.fixture(autouse=True)
-def _fresh_deliveries() -> Iterator[None]:
-    Exporter.delivered.clear()
-    Bystander.calls.clear()
-    yield
-    Exporter.delivered.clear()
-    Bystander.calls.clear()
 
 
 @pytest.fixture

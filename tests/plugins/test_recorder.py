@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +15,16 @@ from agent_pm.plugins.context import request_id
 from agent_pm.plugins.failures import FailureFilter
 from agent_pm.plugins.recorder import STORE_FILE, module_version, redact_deep
 from agent_pm.settings import Settings
-from tests.fixtures.recording import BAD_TOKEN, GOOD_TOKEN, Bystander, Exporter
+from tests.fixtures.recording import (  # noqa: F401 (a fixture)
+    BAD_TOKEN,
+    GOOD_TOKEN,
+    Bystander,
+    Exporter,
+    fresh_deliveries,
+)
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("fresh_deliveries")]
 EXPORTER = "tests.fixtures.recording:Exporter"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_deliveries() -> Iterator[None]:
-    Exporter.delivered.clear()
-    Bystander.calls.clear()
-    yield
-    Exporter.delivered.clear()
-    Bystander.calls.clear()
 
 
 def exporter_entry(
