@@ -10,7 +10,7 @@ registry's telemetry stream with uvicorn on loopback and attaches WebSocket subs
 separate process that drains every frame; ``fire`` is timed before and while they are attached
 (their frames are encoded and sent on the loop ``fire`` runs on). Same target.
 
-    uv run python benchmarks/dispatch.py [--subscribers 10]
+    uv run python benchmarks/dispatch.py [--subscribers 10] [--record-failures]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from agent_pm.plugins import PluginBase, PluginRegistry
 from agent_pm.settings import Settings
 
 ROUNDS = 7
+# The registries' settings; --record-failures turns failure recording on for every plugin.
+ENVIRONMENT: dict[str, str] = {}
 TARGET_RATIO = 1.5
 
 
@@ -120,7 +122,7 @@ async def timings(registry: PluginRegistry, count: int) -> dict[str, float]:
 
 
 async def measure(count: int, directory: Path) -> dict[str, float]:
-    settings = Settings.from_env({})
+    settings = Settings.from_env(ENVIRONMENT)
     async with PluginRegistry(manifest(directory, count), settings) as registry:
         return await timings(registry, count)
 
@@ -200,7 +202,7 @@ async def stream_server(registry: PluginRegistry) -> AsyncIterator[int]:
 
 async def measure_loaded(directory: Path, subscribers: int) -> dict[str, Any]:
     path = loaded_manifest(directory, 10, 90)
-    async with PluginRegistry(path, Settings.from_env({})) as registry:
+    async with PluginRegistry(path, Settings.from_env(ENVIRONMENT)) as registry:
         alone = await timings(registry, 10)
         async with stream_server(registry) as port:
             parent, child = multiprocessing.Pipe()
@@ -263,4 +265,9 @@ async def main(subscribers: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=10)
-    sys.exit(asyncio.run(main(parser.parse_args().subscribers)))
+    parser.add_argument("--record-failures", action="store_true", help="record failed calls")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data:
+        if args.record_failures:
+            ENVIRONMENT.update(RECORD_FAILURES="true", DATA_DIR=data)
+        sys.exit(asyncio.run(main(args.subscribers)))

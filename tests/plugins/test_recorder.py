@@ -14,6 +14,7 @@ from agent_pm.plugins import PluginRegistry
 from agent_pm.plugins.context import request_id
 from agent_pm.plugins.failures import FailureFilter
 from agent_pm.plugins.recorder import STORE_FILE, module_version, redact_deep
+from agent_pm.plugins.telemetry import HookSample
 from agent_pm.settings import Settings
 from tests.fixtures.recording import (  # noqa: F401 (a fixture)
     BAD_TOKEN,
@@ -297,3 +298,16 @@ def test_redact_deep_masks_keys_values_and_numbers() -> None:
         "***": True,
         "n": 3,
     }
+
+
+async def test_each_replay_publishes_its_own_sample(registry_factory: Callable[..., Any]) -> None:
+    async with registry_factory(exporter_entry(), BYSTANDER) as registry:
+        await registry.fire("post_plan", **ticket(1))
+        (failure,) = await stored(registry)
+        await registry.update_config("exporter", {"secrets": {"EXPORT_TOKEN": GOOD_TOKEN}})
+        with registry.bus.subscribe(plugins=["exporter", "bystander"]) as subscription:
+            outcome = await registry.replays.replay("exporter", failure.id)
+            messages = subscription.drain()
+    samples = [m for m in messages if isinstance(m, HookSample)]
+    assert [(s.plugin, s.hook, s.status) for s in samples] == [("exporter", "post_plan", "success")]
+    assert outcome.result is not None and outcome.result.duration_ms == samples[0].duration_ms
