@@ -17,6 +17,7 @@ each class to one status code (``agent_pm.api.errors``) and nothing else needs t
     ├── FailureNotFoundError     no recorded failure by that id for that plugin
     ├── FailureStoreError        the failure store cannot be opened, read or written
     └── ReplayError              a recorded failure cannot be replayed now
+        └── ReplayRateError      too many bulk replays of one plugin in the last minute
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "PluginLoadError",
     "PluginNotFoundError",
     "ReplayError",
+    "ReplayRateError",
     "RevisionConflictError",
 ]
 
@@ -119,3 +121,14 @@ class ReplayError(AgentPMError):
     """Raised when a recorded failure cannot be replayed: the plugin is not active or no longer
     handles the hook, no payload was kept, it was replayed already, or a bulk replay of the
     plugin is running."""
+
+
+class ReplayRateError(ReplayError):
+    """Raised when a plugin's bulk replays come faster than ``REPLAY_BULK_PER_MINUTE``;
+    ``retry_after`` says in how many seconds the next one is allowed."""
+
+    def __init__(self, plugin: str, retry_after: float) -> None:
+        super().__init__(
+            f"too many bulk replays of {plugin!r}; the next is allowed in {retry_after:.0f} s"
+        )
+        self.retry_after = retry_after

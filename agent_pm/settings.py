@@ -78,6 +78,7 @@ class Settings:
     failures_max_count: int = 10_000
     failures_max_bytes: int = 64 * 1024 * 1024
     replay_rate: float = 10.0
+    replay_bulk_per_minute: int = 6
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -102,5 +103,6 @@ class Settings:
             failures_max_count=_count(env, "FAILURES_MAX_COUNT", 10_000),
             failures_max_bytes=_count(env, "FAILURES_MAX_BYTES", 64 * 1024 * 1024),
             replay_rate=_float(env, "REPLAY_RATE", 10.0, "calls per second"),
+            replay_bulk_per_minute=_count(env, "REPLAY_BULK_PER_MINUTE", 6),
             environ=env,
         )

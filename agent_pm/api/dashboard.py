@@ -24,7 +24,12 @@ from agent_pm.api import dashboard_failures as failures_ui
 from agent_pm.api import dashboard_render as ui
 from agent_pm.api.dashboard_live import live
 from agent_pm.api.session import Session, csrf_ok, session_from_scope, sessions_for
-from agent_pm.errors import AgentPMError, ConfigValidationError, PluginNotFoundError
+from agent_pm.errors import (
+    AgentPMError,
+    ConfigValidationError,
+    PluginNotFoundError,
+    ReplayRateError,
+)
 
 __all__ = ["routes", "same_origin"]
 
@@ -253,7 +258,7 @@ async def _replayed(request: Request, session: Session, name: str, replay: Any) 
     try:
         notice = failures_ui.replay_notice(await replay)
     except AgentPMError as exc:
-        error, status = str(exc), 409
+        error, status = str(exc), 429 if isinstance(exc, ReplayRateError) else 409
     if request.headers.get("hx-request"):
         card = await failures_ui.failure_card(registry, session, name, notice=notice, error=error)
         return _html(card, status)

@@ -8,6 +8,7 @@ instead of letting the server print a traceback page or drop the connection.
 from __future__ import annotations
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -30,6 +31,7 @@ from agent_pm.errors import (
     PluginLoadError,
     PluginNotFoundError,
     ReplayError,
+    ReplayRateError,
     RevisionConflictError,
 )
 
@@ -49,6 +51,7 @@ STATUS_OF: tuple[tuple[type[AgentPMError], int, str], ...] = (
     (PluginNotFoundError, 404, "not_found"),
     (FailureNotFoundError, 404, "not_found"),
     (FailureStoreError, 503, "failure_store_unavailable"),
+    (ReplayRateError, 429, "too_many_requests"),
     (ReplayError, 409, "replay_refused"),
     (PluginExistsError, 409, "plugin_exists"),
     (PluginLoadError, 409, "load_failed"),
@@ -106,9 +109,12 @@ def _code_of(status: int) -> str:
 async def _platform_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AgentPMError)
     path = exc.path if isinstance(exc, ConfigValidationError) else None
+    headers = None
+    if isinstance(exc, ReplayRateError):
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))}
     for cls, status, code in STATUS_OF:
         if isinstance(exc, cls):
-            return error_response(status, code, str(exc), path=path)
+            return error_response(status, code, str(exc), path=path, headers=headers)
     return error_response(400, "bad_request", str(exc))
 
 

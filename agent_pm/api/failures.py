@@ -255,7 +255,7 @@ _TABLE: tuple[tuple[Operation, Handler], ...] = (
             "Replay the pending failures a filter matches, oldest first, paced (REPLAY_RATE)",
             ReplayReport,
             body=ReplayBody,
-            errors=(404, 409, 503),
+            errors=(404, 409, 429, 503),
             query=_REPLAY_QUERY,
         ),
         replay_matching,

@@ -92,7 +92,12 @@ class PluginRegistry(Emitter):
         self._background = Background(max_background)
         self._task_group: anyio.abc.TaskGroup | None = None
         self.failures = FailureRecorder(self.settings)
-        self.replays = Replays(self.fire_on, self.failures, self.settings.replay_rate)
+        self.replays = Replays(
+            self.fire_on,
+            self.failures,
+            self.settings.replay_rate,
+            self.settings.replay_bulk_per_minute,
+        )
 
     # -- lifecycle of the registry itself ---------------------------------------------------
 

@@ -5,12 +5,14 @@ instance only, with ``replay_of`` set in the call's context so the plugin can te
 delivery from a first. Each replay is an ordinary call with its own result and telemetry sample;
 its outcome is written back to the failure, and a success marks it ``replayed`` so a bulk replay
 never delivers it twice. Bulk replays take pending failures oldest first, at most ``rate`` calls
-per second, one bulk replay per plugin at a time.
+per second, one bulk replay per plugin at a time, and at most ``bulk_per_minute`` of them per
+plugin in any minute (dry runs aside), so a script in a loop cannot keep a plugin replaying.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -19,7 +21,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from agent_pm.errors import ReplayError
+from agent_pm.errors import ReplayError, ReplayRateError
 from agent_pm.plugins.context import replay_of
 from agent_pm.plugins.dispatch import HookResult
 from agent_pm.plugins.failures import Failure, FailureFilter
@@ -61,13 +63,17 @@ class ReplayReport(msgspec.Struct, frozen=True):
 class Replays:
     """Runs replays through ``fire_on`` (one plugin's current instance) and records them."""
 
-    def __init__(self, fire_on: FireOn, recorder: FailureRecorder, rate: float) -> None:
+    def __init__(
+        self, fire_on: FireOn, recorder: FailureRecorder, rate: float, bulk_per_minute: int
+    ) -> None:
         self._fire_on = fire_on
         self._recorder = recorder
         self._store = recorder.store
         self.interval = 1.0 / rate
+        self.bulk_per_minute = bulk_per_minute
         self._locks: dict[str, anyio.Lock] = {}
         self._bulk: set[str] = set()
+        self._bulk_started: dict[str, deque[float]] = {}
 
     def _lock(self, plugin: str) -> anyio.Lock:
         return self._locks.setdefault(plugin, anyio.Lock())
@@ -96,6 +102,7 @@ class Replays:
             matched = await anyio.to_thread.run_sync(self._store.count, where)
             return ReplayReport(plugin, True, matched)
         self._refuse_during_bulk(plugin)
+        self._count_bulk(plugin)
         self._bulk.add(plugin)
         try:
             async with self._lock(plugin):
@@ -106,6 +113,16 @@ class Replays:
     def _refuse_during_bulk(self, plugin: str) -> None:
         if plugin in self._bulk:
             raise ReplayError(f"a bulk replay of {plugin!r} is running; try again when it ends")
+
+    def _count_bulk(self, plugin: str) -> None:
+        """Note a bulk replay of ``plugin``, or refuse it past ``bulk_per_minute``."""
+        started = self._bulk_started.setdefault(plugin, deque())
+        now_ = anyio.current_time()
+        while started and started[0] <= now_ - 60.0:
+            started.popleft()
+        if len(started) >= self.bulk_per_minute:
+            raise ReplayRateError(plugin, started[0] + 60.0 - now_)
+        started.append(now_)
 
     async def _replay_all(self, where: FailureFilter, limit: int) -> ReplayReport:
         matched = await anyio.to_thread.run_sync(self._store.count, where)

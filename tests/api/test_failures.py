@@ -289,3 +289,19 @@ async def test_openapi_documents_the_failure_endpoints(client: httpx.AsyncClient
     schemas = document["components"]["schemas"]
     assert "payload" in schemas["Failure"]["properties"]
     assert "FailureList" in schemas and "ReplayReport" in schemas
+
+
+async def test_bulk_replays_are_rate_limited_but_dry_runs_are_not(
+    client: httpx.AsyncClient,
+) -> None:
+    url = "/plugins/exporter/failures/replay"
+    for _ in range(10):
+        assert (await client.post(url + "?dry_run=true", headers=ADMIN)).status_code == 200
+    for _ in range(6):  # REPLAY_BULK_PER_MINUTE's default
+        assert (await client.post(url, headers=ADMIN)).status_code == 200
+    refused = await client.post(url, headers=ADMIN)
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "too_many_requests"
+    assert refused.json()["detail"].startswith("too many bulk replays of 'exporter'")
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert (await client.post(url + "?dry_run=true", headers=ADMIN)).status_code == 200

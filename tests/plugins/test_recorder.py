@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent_pm.errors import ReplayError
+from agent_pm.errors import ReplayError, ReplayRateError
 from agent_pm.plugins import PluginRegistry
 from agent_pm.plugins.context import request_id
 from agent_pm.plugins.failures import FailureFilter
@@ -311,3 +311,17 @@ async def test_each_replay_publishes_its_own_sample(registry_factory: Callable[.
     samples = [m for m in messages if isinstance(m, HookSample)]
     assert [(s.plugin, s.hook, s.status) for s in samples] == [("exporter", "post_plan", "success")]
     assert outcome.result is not None and outcome.result.duration_ms == samples[0].duration_ms
+
+
+async def test_bulk_replays_per_minute_are_bounded_per_plugin(
+    registry_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    strict = Settings.from_env({"DATA_DIR": str(tmp_path / "d"), "REPLAY_BULK_PER_MINUTE": "2"})
+    entries = exporter_entry(), exporter_entry(name="other")
+    async with registry_factory(*entries, settings_=strict) as registry:
+        for _ in range(2):
+            await registry.replays.replay_matching(FailureFilter("exporter"), limit=10)
+        with pytest.raises(ReplayRateError) as refused:
+            await registry.replays.replay_matching(FailureFilter("exporter"), limit=10)
+        assert 0 < refused.value.retry_after <= 60
+        await registry.replays.replay_matching(FailureFilter("other"), limit=10)
