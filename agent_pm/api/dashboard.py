@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from agent_pm.api import dashboard_failures as failures_ui
 from agent_pm.api import dashboard_render as ui
 from agent_pm.api.dashboard_live import live
+from agent_pm.api.reading import natural
 from agent_pm.api.session import Session, csrf_ok, session_from_scope, sessions_for
 from agent_pm.errors import (
     AgentPMError,
@@ -49,7 +50,7 @@ def routes() -> list[BaseRoute]:
         Route("/dashboard/plugins/{name}/remove", remove, methods=["POST"]),
         Route("/dashboard/install", install, methods=["POST"]),
         Route("/dashboard/plugins/{name}/failures/replay", replay_all, methods=["POST"]),
-        Route("/dashboard/plugins/{name}/failures/{id:int}/replay", replay_one, methods=["POST"]),
+        Route("/dashboard/plugins/{name}/failures/{id}/replay", replay_one, methods=["POST"]),
         WebSocketRoute("/dashboard/live", live),
         Mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static"),
     ]
@@ -235,7 +236,9 @@ def _recorded_plugin(request: Request) -> str:
 async def replay_one(request: Request) -> Response:
     session, _ = await _checked(request)
     registry = request.app.state.registry
-    name, failure_id = _recorded_plugin(request), request.path_params["id"]
+    name, failure_id = _recorded_plugin(request), natural(request.path_params["id"])
+    if failure_id is None:
+        raise HTTPException(404, "no such failure")
     return await _replayed(request, session, name, registry.replays.replay(name, failure_id))
 
 

@@ -110,6 +110,8 @@ def test_replay_needs_admin_csrf_and_a_known_plugin(client: TestClient) -> None:
     assert client.post(url, data={"csrf_token": csrf, "since": "3y"}).status_code == 400
     missing = "/dashboard/plugins/nobody/failures/replay"
     assert client.post(missing, data={"csrf_token": csrf, "since": ""}).status_code == 404
+    not_an_id = "/dashboard/plugins/exporter/failures/abc/replay"
+    assert client.post(not_an_id, data={"csrf_token": csrf}).status_code == 404
     assert Exporter.delivered == {}
 
 
