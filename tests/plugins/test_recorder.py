@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,8 @@ async def test_store_is_sqlite_in_wal_mode(registry_factory: Callable[..., Any])
         await registry.fire("post_plan", **ticket(1))
         await stored(registry)
         path = registry.settings.data_dir / STORE_FILE
-        mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+        with closing(sqlite3.connect(path)) as db:
+            mode = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
 
 
