@@ -327,3 +327,48 @@ async def test_bulk_replays_per_minute_are_bounded_per_plugin(
             await registry.replays.replay_matching(FailureFilter("exporter"), limit=10)
         assert 0 < refused.value.retry_after <= 60
         await registry.replays.replay_matching(FailureFilter("other"), limit=10)
+
+
+FLAKY_SOURCE = """
+from agent_pm.plugins import PluginBase
+
+
+class Flaky(PluginBase):
+    hooks = ("post_plan",)
+
+    async def post_plan(self, **payload):
+        raise RuntimeError("version one is broken")
+"""
+
+
+async def test_replay_runs_the_reloaded_code_and_failures_name_the_old_one(
+    registry_factory: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import sys
+    import uuid
+
+    module = f"flaky_{uuid.uuid4().hex[:12]}"
+    source = tmp_path / "site" / f"{module}.py"
+    source.parent.mkdir()
+    source.write_text(FLAKY_SOURCE)
+    monkeypatch.syspath_prepend(str(source.parent))
+    entry = f'- {{"name": "flaky", "module": "{module}:Flaky", "enabled": true,'
+    entry += ' "record_failures": true}\n'
+    try:
+        async with registry_factory(entry) as registry:
+            await registry.fire("post_plan", n=1)
+            (failure,) = await stored(registry, "flaky")
+            source.write_text(
+                FLAKY_SOURCE.replace('raise RuntimeError("version one is broken")', 'return "v2"')
+            )
+            stat = source.stat()  # a later mtime, so the import reads the source, not bytecode
+            os.utime(source, (stat.st_atime, stat.st_mtime + 2))
+            await registry.reload_plugin("flaky")
+            outcome = await registry.replays.replay("flaky", failure.id)
+            current = module_version(type(registry.get("flaky")))
+    finally:
+        sys.modules.pop(module, None)
+    assert outcome.result is not None and outcome.result.value == "v2"
+    assert failure.module_version is not None and current is not None
+    assert failure.module_version != current
