@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from starlette.routing import BaseRoute, Match, Mount, Router
 from starlette.types import Receive, Scope, Send
 
-from agent_pm.plugins.base import PluginBase
+from agent_pm.plugins.mounts import mount_prefix
 from agent_pm.plugins.registry import PluginRegistry
 
 __all__ = ["PluginRoutes", "is_public_route"]
@@ -34,11 +34,6 @@ def is_public_route(route: BaseRoute, scope: Scope) -> bool:
         inner = {**scope, **child}
         return any(is_public_route(sub, inner) for sub in route.routes)
     return False
-
-
-def _prefix(name: str, plugin: PluginBase) -> str:
-    prefix = type(plugin).route_prefix or f"/plugins/{name}"
-    return "/" + prefix.strip("/")
 
 
 class PluginRoutes:
@@ -63,11 +58,12 @@ class PluginRoutes:
         for name, plugin in registry.active_plugins():
             try:
                 plugin_routes = list(plugin.routes())
+                prefix = mount_prefix(name, type(plugin))
             except Exception:
-                logger.exception("plugin %s: routes() failed; its routes are not mounted", name)
+                logger.exception("plugin %s: its routes are not mounted", name)
                 continue
             if plugin_routes:
-                mounts.append(Mount(_prefix(name, plugin), routes=plugin_routes, name=name))
+                mounts.append(Mount(prefix, routes=plugin_routes, name=name))
         self._router = Router(mounts)
         self._revision = registry.revision
 

@@ -17,6 +17,7 @@ import msgspec
 from agent_pm.errors import ConfigValidationError, PluginLoadError
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.dispatch import describe
+from agent_pm.plugins.mounts import check_route_prefix
 
 __all__ = [
     "failure",
@@ -53,6 +54,7 @@ def import_plugin_class(path: str) -> type[PluginBase]:
     if not (inspect.isclass(cls) and issubclass(cls, PluginBase)):
         problem = "does not exist" if cls is None else "is not a PluginBase subclass"
         raise PluginLoadError(f"{path} {problem}")
+    check_route_prefix(cls)
     return cls
 
 

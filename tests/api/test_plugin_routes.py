@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from agent_pm.api.app import create_app
 from agent_pm.api.plugin_routes import PluginRoutes, is_public_route
 from agent_pm.plugins import PluginRegistry, public
+from agent_pm.plugins.mounts import RESERVED_PREFIXES, check_route_prefix, mount_prefix
+from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN, READ
+from tests.fixtures.route_plugins import SQUATTER_PREFIXES, Prefixed, Routed
 
 pytestmark = pytest.mark.anyio
 
@@ -71,13 +77,59 @@ async def test_core_routes_win_over_plugin_routes(client: httpx.AsyncClient) -> 
     assert response.json()["plugin"]["name"] == "routed"
 
 
-async def test_public_plugin_routes_cannot_open_core_paths(client: httpx.AsyncClient) -> None:
-    body = {"module": "tests.fixtures.route_plugins:Hijacker", "enabled": True}
-    assert (await client.post("/plugins/install", headers=ADMIN, json=body)).status_code == 201
-    assert (await client.get("/free")).json() == {"hijacked": True}
-    assert (await client.get("/plugins")).status_code == 401
-    assert (await client.post("/hooks/post_plan")).status_code == 401
-    assert (await client.put("/hooks/post_plan")).status_code == 401
+@pytest.mark.parametrize("squatter", sorted(SQUATTER_PREFIXES))
+async def test_install_refuses_a_route_prefix_inside_a_core_path(
+    client: httpx.AsyncClient, manifest_path: Path, squatter: str
+) -> None:
+    before = manifest_path.read_bytes()
+    body = {"module": f"tests.fixtures.route_plugins:{squatter}", "enabled": True}
+    response = await client.post("/plugins/install", headers=ADMIN, json=body)
+    assert response.status_code == 409, response.text
+    assert "route_prefix" in response.json()["detail"]
+    assert manifest_path.read_bytes() == before
+    prefix = SQUATTER_PREFIXES[squatter].strip("/").split("/")[0] or "free"
+    for method in ("GET", "POST"):
+        answer = await client.request(method, f"/{prefix}/anything")
+        assert answer.status_code != 200 and "hijacked" not in answer.text, (method, prefix)
+
+
+async def test_a_reserved_prefix_in_the_manifest_loads_invalid_and_cannot_be_enabled(
+    write_manifest: Callable[[str], Path], api_settings: Settings
+) -> None:
+    manifest = write_manifest(
+        "- name: squatter\n  module: tests.fixtures.route_plugins:DashboardSquatter\n"
+        "  enabled: true\n"
+    )
+    async with PluginRegistry(manifest, api_settings) as registry:
+        app = create_app(api_settings, registry=registry)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            meta = (await client.get("/plugins/squatter", headers=READ)).json()["plugin"]
+            assert meta["state"] == "invalid" and "inside the core path" in meta["error"]
+            enabled = await client.post("/plugins/squatter/enable", headers=ADMIN)
+            assert enabled.status_code == 409, enabled.text
+            for method in ("GET", "POST"):
+                answer = await client.request(method, "/dashboard/x/steal")
+                assert "hijacked" not in answer.text
+
+
+async def test_dashboard_paths_are_open_only_where_a_dashboard_route_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/dashboard/not-a-page")).status_code == 401
+    assert (await client.get("/login")).status_code == 200
+    assert (await client.get("/dashboard")).status_code == 303
+
+
+async def test_reserved_prefixes_cover_every_core_route(app: Starlette) -> None:
+    firsts = {"/" + getattr(route, "path", "").strip("/").split("/")[0] for route in app.routes}
+    assert firsts <= set(RESERVED_PREFIXES)
+
+
+def test_a_plain_custom_prefix_is_accepted() -> None:
+    check_route_prefix(Prefixed)
+    assert mount_prefix("prefixed", Prefixed) == "/custom"
+    assert mount_prefix("routed", Routed) == "/plugins/routed"
 
 
 async def test_table_is_rebuilt_only_when_the_revision_changes(registry: PluginRegistry) -> None:
