@@ -1,26 +1,34 @@
-"""Authentication: API keys, credential readers and the deny-by-default ASGI middleware.
+"""Authentication: credential readers and the deny-by-default ASGI middleware.
 
 Every HTTP request and WebSocket handshake passes :class:`AuthMiddleware`. It asks its credential
 readers, in order, who the caller is; the first reader that recognises a credential decides. Safe
 methods (and WebSocket handshakes, which only read) need the ``read`` role, everything else needs
 ``admin``; a request the readers do not authorise passes only if the ``is_public`` predicate
-accepts it (a public route). The role lands in ``scope["state"]["role"]`` for the endpoints.
-A dashboard session reader plugs in later as one more :data:`CredentialReader`.
+accepts it (a public route). The caller lands in ``scope["state"]["caller"]`` (and its role in
+``scope["state"]["role"]``) for the endpoints.
+
+Wrong keys are counted per client address (:class:`agent_pm.api.security.Throttle`): an address
+that keeps guessing gets 429 with ``Retry-After`` for every key it sends, right or wrong, until
+its bucket drains. A key in the query string is refused outright, so keys never reach access logs.
 """
 
 from __future__ import annotations
 
-import hmac
-import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import msgspec
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent_pm.settings import Settings
+from agent_pm.api.security import (
+    ApiKeys,
+    Caller,
+    Role,
+    Throttle,
+    client_address,
+    key_in_query,
+)
 
 __all__ = [
     "API_KEY_HEADER",
@@ -28,71 +36,22 @@ __all__ = [
     "READ_METHODS",
     "ApiKeys",
     "AuthMiddleware",
+    "Caller",
     "CredentialReader",
     "Role",
     "Verdict",
     "api_key_reader",
+    "deny",
 ]
 
 API_KEY_HEADER = "x-api-key"
-Role = Literal["read", "admin"]
-# A reader's answer: a role, INVALID for a credential it recognises but rejects, or None when the
-# request carries no credential of its kind (the next reader gets a turn).
+# A reader's answer: the caller, INVALID for a credential it recognises but rejects, or None when
+# the request carries no credential of its kind (the next reader gets a turn).
 INVALID: Literal["invalid"] = "invalid"
-Verdict = Role | Literal["invalid"] | None
+Verdict = Caller | Literal["invalid"] | None
 CredentialReader = Callable[[Scope], Verdict]
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _RANK: dict[Role, int] = {"read": 0, "admin": 1}
-
-
-@dataclass(frozen=True)
-class ApiKeys(Mapping[str, Role]):
-    """The keys the server accepts; ``generated`` when no key was configured.
-
-    It is also a read-only mapping of key to role, the form a session signer (which derives its
-    key from the API keys, so rotating them ends sessions) takes. Lookups go through
-    :meth:`role_for`, in constant time.
-    """
-
-    admin: str = field(repr=False)
-    read: str | None = field(default=None, repr=False)
-    generated: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ApiKeys:
-        """``ADMIN_API_KEY`` is admin and ``API_KEY`` read; ``API_KEY`` alone grants everything."""
-        if settings.admin_api_key:
-            return cls(admin=settings.admin_api_key, read=settings.api_key)
-        if settings.api_key:
-            return cls(admin=settings.api_key)
-        return cls(admin=secrets.token_urlsafe(32), generated=True)
-
-    def role_for(self, key: str) -> Role | None:
-        """The role ``key`` grants, compared in constant time against every configured key."""
-        given = key.encode()
-        is_admin = hmac.compare_digest(given, self.admin.encode())
-        # Compare against a dummy when there is no read key so timing does not reveal that.
-        is_read = hmac.compare_digest(given, (self.read or self.admin).encode())
-        if is_admin:
-            return "admin"
-        return "read" if is_read and self.read is not None else None
-
-    def _roles(self) -> dict[str, Role]:
-        roles: dict[str, Role] = {self.read: "read"} if self.read is not None else {}
-        roles[self.admin] = "admin"
-        return roles
-
-    def __getitem__(self, key: str) -> Role:
-        role = self.role_for(key)
-        if role is None:
-            raise KeyError("not an accepted API key")  # never echo the key
-        return role
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._roles())
-
-    def __len__(self) -> int:
-        return len(self._roles())
 
 
 def api_key_reader(keys: ApiKeys) -> CredentialReader:
@@ -102,7 +61,7 @@ def api_key_reader(keys: ApiKeys) -> CredentialReader:
         key = Headers(scope=scope).get(API_KEY_HEADER)
         if key is None:
             return None
-        return keys.role_for(key) or INVALID
+        return keys.caller_for(key) or INVALID
 
     return read
 
@@ -122,18 +81,30 @@ class AuthMiddleware:
         app: ASGIApp,
         readers: Sequence[CredentialReader],
         is_public: Callable[[Scope], bool],
+        throttle: Throttle | None = None,
     ) -> None:
         self.app = app
         self.readers = tuple(readers)
         self.is_public = is_public
+        self.throttle = throttle or Throttle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if key_in_query(scope):
+            detail = "API keys are never accepted in the query string: send the X-API-Key header"
+            await deny(scope, receive, send, 400, "key_in_query", detail)
+            return
+        address = client_address(scope)
+        wait = self.throttle.retry_after(address)
+        if wait is not None and API_KEY_HEADER in Headers(scope=scope):
+            await _throttled(scope, receive, send, wait)
+            return
         verdict = self._authenticate(scope)
-        if verdict in ("read", "admin") and _RANK[verdict] >= _RANK[required_role(scope)]:
-            scope.setdefault("state", {})["role"] = verdict
+        if isinstance(verdict, Caller) and _RANK[verdict.role] >= _RANK[required_role(scope)]:
+            state = scope.setdefault("state", {})
+            state["caller"], state["role"] = verdict, verdict.role
             await self.app(scope, receive, send)
         # Checked only for requests that would be refused, so authorised traffic skips it.
         elif self.is_public(scope):
@@ -141,6 +112,7 @@ class AuthMiddleware:
         elif verdict is None:
             await deny(scope, receive, send, 401, "unauthorized", "missing X-API-Key header")
         elif verdict == INVALID:
+            self.throttle.failed(address)
             await deny(scope, receive, send, 403, "forbidden", "invalid API key")
         else:
             await deny(scope, receive, send, 403, "forbidden", "this operation needs the admin key")
@@ -153,14 +125,28 @@ class AuthMiddleware:
         return None
 
 
+async def _throttled(scope: Scope, receive: Receive, send: Send, wait: int) -> None:
+    detail = f"too many wrong keys from this address; retry in {wait} s"
+    await deny(scope, receive, send, 429, "too_many_attempts", detail, retry_after=wait)
+
+
 async def deny(
-    scope: Scope, receive: Receive, send: Send, status: int, code: str, detail: str
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    retry_after: int | None = None,
 ) -> None:
     """Refuse the request: a JSON error for HTTP and, where the server can, WebSocket too."""
     body = msgspec.json.encode({"error": code, "detail": detail})
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if status == 401:
         headers.append((b"www-authenticate", b'ApiKey header="X-API-Key"'))
+    if retry_after is not None:
+        headers.append((b"retry-after", b"%d" % retry_after))
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -28,6 +28,7 @@ from markupsafe import Markup
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent_pm.api import dashboard_render as ui
+from agent_pm.api.security import same_origin
 from agent_pm.api.session import Session, session_from_scope
 from agent_pm.plugins.bus import Lagged, StateChange
 from agent_pm.plugins.telemetry import HookSample
@@ -122,8 +123,6 @@ class LiveChannel:
 
 async def live(websocket: WebSocket) -> None:
     """``/dashboard/live``: session cookie and same-origin required."""
-    from agent_pm.api.dashboard import same_origin
-
     if not same_origin(websocket):
         await websocket.close(code=1008)
         return
@@ -134,7 +133,10 @@ async def live(websocket: WebSocket) -> None:
         return
     registry = websocket.app.state.registry
     channel = LiveChannel(registry, session, ui.Selection())
-    hello = await _first_message(websocket)
+    try:
+        hello = await _first_message(websocket)
+    except WebSocketDisconnect:
+        return  # gone before saying hello (or closed by the server: message too big)
     since = _resume_point(hello, registry, channel)
     lock = anyio.Lock()
     try:

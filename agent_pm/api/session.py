@@ -1,12 +1,15 @@
-"""The dashboard's signed session cookie, the key-to-role rules and the CSRF check.
+"""The dashboard's signed session cookie, its revocation and the CSRF check.
 
-The cookie holds ``role.expiry.csrf`` and an HMAC-SHA256 signature, all base64url. The signing key
-is derived from the server secret (``Settings.session_secret`` or a random per-process one) *and*
-the configured API keys, so rotating a key ends every session issued under the old ones. The
-stdlib ``hmac`` module does all of it; a dependency would add nothing here.
+The cookie holds ``role.expiry.csrf.fingerprint.actor`` and an HMAC-SHA256 signature, all
+base64url. The signing key is derived from the server secret (``Settings.session_secret`` or a
+random per-process one) *and* the environment's API keys, so rotating one ends every session
+issued under the old ones; a session opened with a named key ends when that key is revoked,
+rotated or given another role (its fingerprint no longer matches). Logging out revokes the
+session on the server, not just in the browser. The stdlib ``hmac`` module does all of it; a
+dependency would add nothing here.
 
-``role_from_session(scope)`` is the credential reader the API's auth middleware calls next to its
-``X-API-Key`` reader.
+Which key grants which role is :mod:`agent_pm.api.security`'s business; ``caller_from_session``
+is the credential reader the API's auth middleware calls next to its ``X-API-Key`` reader.
 """
 
 from __future__ import annotations
@@ -23,15 +26,14 @@ from typing import Any
 
 from starlette.responses import Response
 
-from agent_pm.settings import Settings
+from agent_pm.api.security import ApiKeys, Caller, Role
 
 __all__ = [
     "COOKIE_NAME",
     "Session",
     "SessionManager",
+    "caller_from_session",
     "csrf_ok",
-    "key_roles",
-    "role_from_session",
     "session_from_scope",
     "sessions_for",
 ]
@@ -39,29 +41,27 @@ __all__ = [
 COOKIE_NAME = "agent_pm_session"
 DEFAULT_LIFETIME = 12 * 3600
 ROLES = ("read", "admin")
+# Revoked sessions are remembered until they would have expired. Past this many, every session
+# ends instead (the signing key changes): memory stays bounded and no revocation is forgotten.
+MAX_REVOKED = 10_000
 
 
 @dataclass(frozen=True)
 class Session:
-    """A verified session: the role it grants, when it ends, and its CSRF token."""
+    """A verified session: the role it grants, when it ends, its CSRF token and its actor."""
 
-    role: str
+    role: Role
     expires: int
     csrf: str
+    actor: str = ""
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
 
-
-def key_roles(settings: Settings) -> dict[str, str]:
-    """API key -> role: ``ADMIN_API_KEY`` is admin; ``API_KEY`` is read, or admin when alone."""
-    roles: dict[str, str] = {}
-    if settings.api_key:
-        roles[settings.api_key] = "read" if settings.admin_api_key else "admin"
-    if settings.admin_api_key:
-        roles[settings.admin_api_key] = "admin"
-    return roles
+    @property
+    def caller(self) -> Caller:
+        return Caller(self.actor, self.role)
 
 
 def _b64(data: bytes) -> str:
@@ -73,43 +73,40 @@ def _unb64(text: str) -> bytes:
 
 
 class SessionManager:
-    """Issues and verifies session cookies for one set of API keys."""
+    """Issues, verifies and revokes session cookies for one set of API keys."""
 
     def __init__(
         self,
-        keys: Mapping[str, str],
+        keys: ApiKeys,
         secret: str | bytes | None = None,
         *,
         lifetime: int = DEFAULT_LIFETIME,
         clock: Any = time.time,
     ) -> None:
         raw = secret.encode() if isinstance(secret, str) else secret or secrets.token_bytes(32)
-        material = b"\0".join(
-            [raw, *(k.encode() + b"=" + r.encode() for k, r in sorted(keys.items()))]
-        )
-        self._signing_key = hashlib.sha256(b"agent-pm-session\0" + material).digest()
-        self._keys = dict(keys)
+        self._material = raw + b"\0" + keys.secret_material
+        self._signing_key = self._derive(b"")
+        self.keys = keys
         self.lifetime = lifetime
         self._clock = clock
+        self._revoked: dict[str, int] = {}
 
-    def role_for_key(self, key: str) -> str | None:
-        """The role ``key`` grants, compared in constant time against every configured key."""
-        found = None
-        for candidate, role in self._keys.items():
-            if hmac.compare_digest(candidate.encode(), key.encode()):
-                found = role
-        return found
+    def _derive(self, salt: bytes) -> bytes:
+        return hashlib.sha256(b"agent-pm-session\0" + salt + self._material).digest()
 
-    def issue(self, role: str) -> tuple[str, Session]:
-        """A new session for ``role`` and its cookie value."""
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
-        session = Session(role, int(self._clock()) + self.lifetime, secrets.token_urlsafe(24))
-        body = ".".join([session.role, str(session.expires), session.csrf])
+    def issue(self, caller: Caller) -> tuple[str, Session]:
+        """A new session for ``caller`` and its cookie value."""
+        if caller.role not in ROLES:
+            raise ValueError(f"unknown role {caller.role!r}")
+        fingerprint = self.keys.fingerprint_of(caller) or ""
+        expires = int(self._clock()) + self.lifetime
+        session = Session(caller.role, expires, secrets.token_urlsafe(24), caller.name)
+        body = ".".join([session.role, str(expires), session.csrf, fingerprint, caller.name])
         return f"{_b64(body.encode())}.{self._sign(body)}", session
 
     def load(self, cookie: str | None) -> Session | None:
-        """The session in ``cookie`` if its signature holds and it has not expired."""
+        """The session in ``cookie`` if its signature holds, it has not expired or been
+        revoked, and the key it was opened with is still valid."""
         if not cookie or cookie.count(".") != 1:
             return None
         encoded, signature = cookie.split(".")
@@ -119,13 +116,27 @@ class SessionManager:
             return None
         if not hmac.compare_digest(self._sign(body), signature):
             return None
-        parts = body.split(".")
-        if len(parts) != 3:
+        parts = body.split(".", 4)
+        if len(parts) != 5:
             return None
-        role, expires, csrf = parts
+        role, expires, csrf, fingerprint, actor = parts
         if role not in ROLES or not expires.isdigit() or int(expires) <= self._clock():
             return None
-        return Session(role, int(expires), csrf)
+        session = Session(role, int(expires), csrf, actor)  # type: ignore[arg-type]
+        if csrf in self._revoked or self.keys.fingerprint_of(session.caller) != fingerprint:
+            return None
+        return session
+
+    def revoke(self, session: Session) -> None:
+        """End ``session`` for good, whoever still holds its cookie."""
+        if len(self._revoked) >= MAX_REVOKED:
+            now = self._clock()
+            self._revoked = {c: t for c, t in self._revoked.items() if t > now}
+        if len(self._revoked) >= MAX_REVOKED:
+            self._signing_key = self._derive(secrets.token_bytes(16))
+            self._revoked.clear()
+            return
+        self._revoked[session.csrf] = session.expires
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._signing_key, body.encode(), hashlib.sha256).digest())
@@ -156,7 +167,7 @@ def sessions_for(app: Any) -> SessionManager:
         settings = getattr(state, "settings", None)
         if settings is None:
             settings = state.registry.settings
-        keys = getattr(state, "api_keys", None) or key_roles(settings)
+        keys = getattr(state, "api_keys", None) or ApiKeys.from_settings(settings)
         manager = state.session_manager = SessionManager(keys, settings.session_secret)
     return manager
 
@@ -184,10 +195,10 @@ def session_from_scope(scope: Mapping[str, Any]) -> Session | None:
     return sessions_for(app).load(cookie) if cookie else None
 
 
-def role_from_session(scope: Mapping[str, Any]) -> str | None:
-    """Credential reader for the auth middleware: the session's role, or ``None``."""
+def caller_from_session(scope: Mapping[str, Any]) -> Caller | None:
+    """Who the session of ``scope`` belongs to, or ``None`` without a valid session."""
     session = session_from_scope(scope)
-    return session.role if session else None
+    return session.caller if session else None
 
 
 def csrf_ok(session: Session | None, token: str | None) -> bool:

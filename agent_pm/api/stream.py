@@ -21,7 +21,6 @@ import functools
 import logging
 from collections import deque
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -32,6 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from agent_pm.api.security import same_origin
 from agent_pm.plugins.bus import Bus, Subscription
 
 __all__ = ["Hello", "Server", "StreamError", "Subscribe", "close_all", "routes"]
@@ -131,27 +131,6 @@ async def stream_endpoint(websocket: WebSocket, options: Options = Options()) ->
         await connection.run(first)
     finally:
         live.discard(connection)
-
-
-def same_origin(websocket: WebSocket) -> bool:
-    """Whether the ``Origin`` header, if any, is this server's own (scheme and Host)."""
-    origin = websocket.headers.get("origin")
-    if origin is None:
-        return True
-    scheme = "https" if websocket.url.scheme in ("wss", "https") else "http"
-    own = _normal_origin(f"{scheme}://{websocket.headers.get('host', '')}")
-    return own is not None and _normal_origin(origin) == own
-
-
-def _normal_origin(origin: str) -> str | None:
-    try:
-        parts = urlsplit(origin.strip().lower())
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
 def initial_subscription(params: QueryParams) -> Subscribe:

@@ -21,8 +21,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_pm.api import dashboard
+from agent_pm.api.security import Throttle
 from agent_pm.api.security_headers import SecurityHeadersMiddleware
-from agent_pm.api.session import role_from_session, sessions_for
+from agent_pm.api.session import caller_from_session, sessions_for
+from agent_pm.audit import AuditLog
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 
@@ -66,6 +68,7 @@ def dashboard_settings(manifest: Path) -> Settings:
             "API_KEY": READ_KEY,
             "ADMIN_API_KEY": ADMIN_KEY,
             "SESSION_SECRET": "test-session-secret",
+            "DATA_DIR": str(manifest.parent / "data"),
         }
     )
 
@@ -80,11 +83,12 @@ class CredentialMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        role = None
+        caller = None
         for name, value in scope.get("headers", ()):
             if name == b"x-api-key":
-                role = sessions_for(scope["app"]).role_for_key(value.decode("latin-1"))
-        role = role or role_from_session(scope)
+                caller = sessions_for(scope["app"]).keys.caller_for(value.decode("latin-1"))
+        caller = caller or caller_from_session(scope)
+        role = caller.role if caller else None
         scope.setdefault("state", {})["role"] = role
         path = scope["path"]
         if role is None and not path.startswith(PUBLIC_PREFIXES):
@@ -139,4 +143,6 @@ def build_app(manifest: Path, settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.throttle = Throttle()
+    app.state.audit = AuditLog(settings.data_dir / "audit")
     return app
