@@ -7,6 +7,8 @@ the CLI formats their answers without knowing which one it talks to. Failures ra
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ from urllib.parse import quote
 import anyio
 import msgspec
 
+from agent_pm.audit import CLI_USER_AGENT, Actor, AuditLog
+from agent_pm.audited import AuditedAdmin
 from agent_pm.plugins.failures import FailureFilter, parse_since
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.settings import Settings
@@ -60,15 +64,21 @@ class AdminClient(Protocol):
     def failures(self, name: str, query: FailureQuery) -> dict[str, Any]: ...
     def replay(self, name: str, query: FailureQuery, *, dry_run: bool) -> dict[str, Any]: ...
     def replay_one(self, name: str, failure_id: int, *, force: bool) -> dict[str, Any]: ...
+    def audit(self, since: str | None, limit: int | None) -> list[dict[str, Any]]: ...
     def close(self) -> None: ...
 
 
 class FileClient:
-    """Works on the manifest file: each operation opens a registry on it, acts, and closes it."""
+    """Works on the manifest file: each operation opens a registry on it, acts, and closes it.
+
+    Changes are audited under ``DATA_DIR`` as the operating system user running the command.
+    """
 
     def __init__(self, manifest: Path, settings: Settings) -> None:
         self.manifest = manifest
         self.settings = settings
+        self.audit_log = AuditLog(settings.data_dir / "audit")
+        self.actor = Actor(_os_user(), "admin", "cli")
 
     def _run(self, operation: Callable[[PluginRegistry], Awaitable[T]]) -> T:
         async def main() -> T:
@@ -76,6 +86,12 @@ class FileClient:
                 return await operation(registry)
 
         return anyio.run(main)
+
+    def _admin(self, operation: Callable[[AuditedAdmin], Awaitable[T]]) -> T:
+        def audited(registry: PluginRegistry) -> Awaitable[T]:
+            return operation(AuditedAdmin(registry, self.audit_log, self.actor))
+
+        return self._run(audited)
 
     def list_plugins(self) -> dict[str, Any]:
         async def read(registry: PluginRegistry) -> dict[str, Any]:
@@ -94,18 +110,18 @@ class FileClient:
         return self._run(read)
 
     def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
-        return self._run(lambda registry: registry.set_enabled(name, enabled))
+        return self._admin(lambda admin: admin.set_enabled(name, enabled))
 
     def reload(self, name: str | None) -> dict[str, Any]:
-        async def reload(registry: PluginRegistry) -> dict[str, Any]:
+        async def reload(admin: AuditedAdmin) -> dict[str, Any]:
             if name is not None:
-                return {"plugin": await registry.reload_plugin(name)}
-            return {"plugins": await registry.reload(), "revision": registry.revision}
+                return {"plugin": await admin.reload_plugin(name)}
+            return {"plugins": await admin.reload(), "revision": admin.registry.revision}
 
-        return self._run(reload)
+        return self._admin(reload)
 
     def update_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        return self._run(lambda registry: registry.update_config(name, config))
+        return self._admin(lambda admin: admin.update_config(name, config))
 
     def discover(self) -> list[dict[str, Any]]:
         async def discover(registry: PluginRegistry) -> list[dict[str, Any]]:
@@ -116,20 +132,27 @@ class FileClient:
     def install(
         self, *, entry_point: str | None, module: str | None, **options: Any
     ) -> dict[str, Any]:
-        async def install(registry: PluginRegistry) -> dict[str, Any]:
+        async def install(admin: AuditedAdmin) -> dict[str, Any]:
             if entry_point is not None:
-                return await registry.install_entry_point(entry_point, **options)
+                return await admin.install_entry_point(entry_point, **options)
             assert module is not None
-            return await registry.install(module, **options)
+            return await admin.install(module, **options)
 
-        return self._run(install)
+        return self._admin(install)
 
     def remove(self, name: str) -> str:
-        async def remove(registry: PluginRegistry) -> str:
-            await registry.remove(name)
+        async def remove(admin: AuditedAdmin) -> str:
+            await admin.remove(name)
             return name
 
-        return self._run(remove)
+        return self._admin(remove)
+
+    def audit(self, since: str | None, limit: int | None) -> list[dict[str, Any]]:
+        """The local audit log's records, read like ``GET /audit`` reads them."""
+        from agent_pm.api.audit import DEFAULT_LIMIT, parse_since
+
+        records = anyio.run(self.audit_log.read, parse_since(since), limit or DEFAULT_LIMIT)
+        return [msgspec.to_builtins(record) for record in records]
 
     def failures(self, name: str, query: FailureQuery) -> dict[str, Any]:
         async def read(registry: PluginRegistry) -> dict[str, Any]:
@@ -170,13 +193,22 @@ class FileClient:
         """Nothing stays open between operations."""
 
 
+def _os_user() -> str:
+    try:
+        return f"os:{getpass.getuser()}"
+    except (OSError, KeyError):  # no user name for this uid (a bare container)
+        return f"os:uid-{os.getuid()}"
+
+
 class HttpClient:
     """Talks to a running server's REST API."""
 
     def __init__(self, url: str, api_key: str | None, *, timeout: float = 30.0) -> None:
         import httpx  # only the HTTP mode pays for importing it
 
-        headers = {"X-API-Key": api_key} if api_key else {}
+        headers = {"User-Agent": CLI_USER_AGENT}
+        if api_key:
+            headers["X-API-Key"] = api_key
         self._httpx = httpx
         self._etag: str | None = None
         self._read_at: dict[str, str] = {}
@@ -260,9 +292,7 @@ class HttpClient:
         return removed
 
     def failures(self, name: str, query: FailureQuery) -> dict[str, Any]:
-        data: dict[str, Any] = self._call(
-            "GET", f"/plugins/{name}/failures", params=query.params()
-        )
+        data: dict[str, Any] = self._call("GET", f"/plugins/{name}/failures", params=query.params())
         return data
 
     def replay(self, name: str, query: FailureQuery, *, dry_run: bool) -> dict[str, Any]:
@@ -277,6 +307,12 @@ class HttpClient:
         path = f"/plugins/{name}/failures/{failure_id}/replay"
         data: dict[str, Any] = self._call("POST", path, params=params)
         return data
+
+    def audit(self, since: str | None, limit: int | None) -> list[dict[str, Any]]:
+        params = {"since": since, "limit": str(limit) if limit is not None else None}
+        query = {key: value for key, value in params.items() if value is not None}
+        records: list[dict[str, Any]] = self._call("GET", "/audit", params=query)["records"]
+        return records
 
     def close(self) -> None:
         self._client.close()

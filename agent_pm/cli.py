@@ -98,12 +98,41 @@ def _add_failure_commands(commands: Any) -> None:
     replay.add_argument("--force", action="store_true", help="with --id: even if replayed")
 
 
+def _add_audit(subparsers: Any) -> None:
+    audit = subparsers.add_parser("audit", help="show the audit log of admin actions")
+    audit.add_argument("--manifest", help=argparse.SUPPRESS)
+    audit.add_argument(
+        "--url", help="read a server's log (default: PLUGINS_API_URL; else DATA_DIR)"
+    )
+    audit.add_argument("--api-key", help="its admin API key (default: PLUGINS_API_KEY)")
+    audit.add_argument("--since", help="only records after this id or ISO 8601 time")
+    audit.add_argument("--limit", type=int, help="at most this many records (default 100)")
+    audit.add_argument("--json", action="store_true", help="print the records as JSON lines")
+    audit.set_defaults(run=_audit)
+
+
+def _add_keys(subparsers: Any) -> None:
+    keys = subparsers.add_parser("keys", help="manage named API keys (API_KEYS_FILE)")
+    commands = keys.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    hash_ = commands.add_parser(
+        "hash", help="make a key and print its API_KEYS_FILE line (the key is shown once)"
+    )
+    hash_.add_argument("name", help="who the key is for, e.g. ci-bot")
+    hash_.add_argument("role", choices=("read", "admin"))
+    hash_.add_argument(
+        "--key-stdin", action="store_true", help="hash a key read from stdin instead"
+    )
+    hash_.set_defaults(run=_keys_hash)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``agent-pm`` argument parser."""
     parser = argparse.ArgumentParser(prog=PROG, description="Agent PM's plugin platform.")
     subparsers = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _add_serve(subparsers)
     _add_demo(subparsers)
+    _add_audit(subparsers)
+    _add_keys(subparsers)
     plugins = subparsers.add_parser("plugins", help="administer plugins")
     _add_plugin_commands(plugins)
     plugins.set_defaults(run=_plugins)
@@ -177,7 +206,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         keys=keys,
         watch=not args.no_watch,
     )
-    if keys.generated:
+    if keys.generated and keys.admin:
         # Printed once, to stdout only: the key must never reach the logs.
         print(f"No API key configured; log in at {_login_url(args.host, args.port, keys.admin)}")
         sys.stdout.flush()
@@ -211,6 +240,31 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
     if not url or not key:
         return _fail("tail needs --url and --api-key (or PLUGINS_API_URL and PLUGINS_API_KEY)")
     anyio.run(tail, stream_url(url), key, args.plugin, args.hook, sys.stdout)
+    return 0
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from agent_pm import plugin_commands
+
+    client = _client(args, settings)
+    try:
+        records = client.audit(args.since, args.limit)
+    finally:
+        client.close()
+    plugin_commands.print_audit(records, sys.stdout, as_json=args.json)
+    return 0
+
+
+def _keys_hash(args: argparse.Namespace, settings: Settings) -> int:
+    import secrets
+
+    from agent_pm.api.security import named_key_line
+
+    key = sys.stdin.readline().rstrip("\n") if args.key_stdin else secrets.token_urlsafe(32)
+    line = named_key_line(args.name, args.role, key)
+    if not args.key_stdin:
+        print(f"key (give it to {args.name}; it is not stored anywhere): {key}")
+    print(f"line for API_KEYS_FILE: {line}")
     return 0
 
 

@@ -19,12 +19,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agent_pm.api.stream import Hello, StreamError
+from agent_pm.audit import AuditMessage
 from agent_pm.plugins.bus import Lagged, StateChange
 from agent_pm.plugins.telemetry import HookSample
 
 __all__ = ["Message", "stream", "tail"]
 
-Message = Hello | HookSample | StateChange | Lagged | StreamError
+Message = Hello | HookSample | StateChange | Lagged | StreamError | AuditMessage
 _decode = msgspec.json.Decoder(list[Message]).decode
 # Refusals that another attempt cannot fix: a bad key, a foreign origin, a bad filter.
 _FINAL_STATUSES = frozenset({400, 401, 403, 404})
@@ -139,4 +140,11 @@ def describe(message: Message) -> str:
         return f"#{message.seq}  ... {message.missed} messages missed (the stream fell behind)"
     if isinstance(message, Hello):
         return f"connected: epoch {message.epoch}, seq {message.seq}, revision {message.revision}"
+    if isinstance(message, AuditMessage):
+        r = message.record
+        line = (
+            f"#{message.seq}  audit  {r.actor} ({r.role}) via {r.source}: {r.action}"
+            f" {r.plugin or '*'} -> {r.outcome}"
+        )
+        return f"{line}  {r.error}" if r.error else line
     return f"server error: {message.detail}"

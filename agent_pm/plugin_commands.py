@@ -17,7 +17,7 @@ from ruamel.yaml.error import YAMLError
 
 from agent_pm.admin_client import AdminClient, AdminError, FailureQuery
 
-__all__ = ["format_table", "parse_assignments", "run"]
+__all__ = ["format_table", "parse_assignments", "print_audit", "run"]
 
 
 # -- --set key=value ----------------------------------------------------------------------------
@@ -110,6 +110,30 @@ def _print_json(data: Any, out: TextIO) -> None:
 
 
 # -- commands ----------------------------------------------------------------------------------
+
+
+def print_audit(records: list[dict[str, Any]], out: TextIO, *, as_json: bool = False) -> None:
+    """Audit records as a table (oldest first), or as one JSON document per line."""
+    if as_json:
+        for record in records:
+            out.write(msgspec.json.encode(record).decode() + "\n")
+        return
+    headers = ("ID", "TIME", "ACTOR", "SOURCE", "ACTION", "PLUGIN", "OUTCOME", "REVISION", "CHANGE")
+    rows = [
+        [
+            str(r["id"]),
+            str(r["time"])[:19],
+            f"{r['actor']} ({r['role']})",
+            r["source"],
+            r["action"],
+            r["plugin"] or "-",
+            r["outcome"] if not r.get("error") else f"{r['outcome']}: {r['error']}",
+            f"{r['revision_before']}->{r['revision_after']}",
+            ", ".join(sorted({*r["before"], *r["after"]})) or "-",
+        ]
+        for r in records
+    ]
+    out.write(format_table(headers, rows) + "\n")
 
 
 def _print_plugins(plugins: list[dict[str, Any]], out: TextIO) -> None:

@@ -66,6 +66,7 @@ class Settings:
     plugin_secret_path: Path | None = None
     hook_timeout_seconds: float = 10.0
     plugin_install_allow: tuple[str, ...] = ()
+    api_keys_file: Path | None = None
     api_key: str | None = field(default=None, repr=False)
     admin_api_key: str | None = field(default=None, repr=False)
     session_secret: str | None = field(default=None, repr=False)
@@ -86,11 +87,13 @@ class Settings:
         """Build settings from ``environ`` (default: the process environment)."""
         env = dict(os.environ if environ is None else environ)
         secret_path = env.get("PLUGIN_SECRET_PATH")
+        keys_file = env.get("API_KEYS_FILE")
         return cls(
             plugin_config_path=Path(env.get("PLUGIN_CONFIG_PATH") or DEFAULT_MANIFEST),
             plugin_secret_path=Path(secret_path) if secret_path else None,
             hook_timeout_seconds=_float(env, "HOOK_TIMEOUT_SECONDS", 10.0),
             plugin_install_allow=_prefixes(env.get("PLUGIN_INSTALL_ALLOW")),
+            api_keys_file=Path(keys_file) if keys_file else None,
             api_key=env.get("API_KEY") or None,
             admin_api_key=env.get("ADMIN_API_KEY") or None,
             session_secret=env.get("SESSION_SECRET") or None,

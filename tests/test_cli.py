@@ -30,9 +30,10 @@ ENV_KEYS = ("PLUGINS_API_URL", "PLUGINS_API_KEY", "API_KEY", "ADMIN_API_KEY", "P
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv(
         "PLUGIN_INSTALL_ALLOW", "tests.fixtures.plugins,tests.fixtures.route_plugins"
     )
@@ -224,6 +225,7 @@ async def server_url(manifest: Path) -> AsyncIterator[str]:
             "API_KEY": READ_KEY,
             "ADMIN_API_KEY": ADMIN_KEY,
             "PLUGIN_INSTALL_ALLOW": "tests.fixtures.route_plugins",
+            "DATA_DIR": str(manifest.parent / "server-data"),
         }
     )
     async with (
@@ -369,12 +371,26 @@ def test_serve_with_a_key_prints_nothing_and_passes_flags(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("API_KEY", "configured")
+    monkeypatch.setenv("API_KEY", "configured-key-0123456789")
     code, out, _ = run(capsys, "serve", "--no-watch")
     app = captured_run[0][0]
     assert (code, out) == (0, "")
     assert app.state.watch is False  # type: ignore[attr-defined]
-    assert app.state.api_keys.role_for("configured") == "admin"  # type: ignore[attr-defined]
+    assert app.state.api_keys.role_for("configured-key-0123456789") == "admin"  # type: ignore[attr-defined]
+
+
+def test_serve_refuses_a_short_key_with_a_clear_message(
+    captured_run: list[tuple[object, str, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ADMIN_API_KEY", "7-chars")
+    code, _, err = run(capsys, "serve")
+    assert (code, captured_run) == (1, [])
+    assert err == (
+        "agent-pm: error: ADMIN_API_KEY is 7 characters long; keys must have at least 16 "
+        "(make one with `agent-pm keys hash`)\n"
+    )
 
 
 def test_serve_demo_wraps_the_app_in_the_demo(
@@ -403,3 +419,80 @@ def test_plugins_main_runs_without_the_prefix(
 ) -> None:
     assert plugins_main(["--manifest", str(manifest), "--json", "remove", "strict"]) == 0
     assert json.loads(capsys.readouterr().out) == {"removed": "strict"}
+
+
+# -- audit and keys -------------------------------------------------------------------------
+
+
+def test_local_changes_are_audited_as_the_os_user(
+    manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, *plugins(manifest, "disable", "echo"))[0] == 0
+    assert run(capsys, *plugins(manifest, "enable", "nobody"))[0] == 1
+    code, out, _ = run(capsys, "audit", "--json")
+    assert code == 0
+    disabled, refused = [json.loads(line) for line in out.splitlines()]
+    assert disabled["actor"].startswith("os:") and disabled["source"] == "cli"
+    assert (disabled["action"], disabled["plugin"], disabled["outcome"]) == (
+        "disable",
+        "echo",
+        "ok",
+    )
+    assert disabled["before"] == {"enabled": True, "state": "enabled"}
+    assert (refused["outcome"], refused["error"]) == ("error", "no plugin named 'nobody'")
+    code, table, _ = run(capsys, "audit", "--since", "1")
+    assert code == 0 and len(table.splitlines()) == 2 and "enable" in table.splitlines()[1]
+    assert (tmp_path / "data" / "audit" / "audit.jsonl").exists()
+
+
+def test_audit_refuses_a_bad_since(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "audit", "--since", "yesterday")
+    assert (code, err) == (1, "agent-pm: error: since must be a record id or an ISO 8601 time\n")
+
+
+@pytest.mark.anyio
+async def test_remote_changes_are_audited_on_the_server_as_the_cli(
+    server_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    remote = ["--url", server_url, "--api-key", ADMIN_KEY]
+    assert (await cli(capsys, "plugins", *remote, "disable", "echo"))[0] == 0
+    code, out, _ = await cli(capsys, "audit", *remote, "--json", "--limit", "1")
+    [record] = [json.loads(line) for line in out.splitlines()]
+    assert (record["actor"], record["source"], record["action"]) == (
+        "ADMIN_API_KEY",
+        "cli",
+        "disable",
+    )
+    code, _, err = await cli(capsys, "audit", "--url", server_url, "--api-key", READ_KEY)
+    assert (code, err) == (1, "agent-pm: error: this operation needs the admin key (HTTP 403)\n")
+
+
+def test_keys_hash_makes_a_key_and_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent_pm.api.security import ApiKeys, Caller
+
+    code, out, _ = run(capsys, "keys", "hash", "ci-bot", "admin")
+    assert code == 0
+    key_line, entry_line = out.splitlines()
+    key = key_line.rsplit(" ", 1)[1]
+    line = entry_line.split(": ", 1)[1]
+    assert len(key) >= 40 and key not in line
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(line + "\n")
+    keys = ApiKeys.from_settings(Settings.from_env({"API_KEYS_FILE": str(keys_file)}))
+    assert keys.caller_for(key) == Caller("ci-bot", "admin")
+
+
+def test_keys_hash_reads_a_key_from_stdin_and_refuses_a_short_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("an-existing-key-0123456789\n"))
+    code, out, _ = run(capsys, "keys", "hash", "--key-stdin", "viewer", "read")
+    assert code == 0 and out.startswith("line for API_KEYS_FILE: viewer read sha256:")
+    assert "an-existing-key" not in out
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    code, _, err = run(capsys, "keys", "hash", "--key-stdin", "viewer", "read")
+    assert code == 1 and "at least 16" in err

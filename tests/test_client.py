@@ -14,6 +14,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from agent_pm.api.stream import Hello, StreamError
+from agent_pm.audit import AuditMessage, AuditRecord
 from agent_pm.client import Message, describe, stream, tail
 from agent_pm.plugins import HookSample, Lagged, StateChange
 from agent_pm.settings import Settings
@@ -187,3 +188,33 @@ def test_describe_every_message_type() -> None:
     assert "3 messages missed" in describe(Lagged(3, 9))
     assert describe(Hello(1, "abc", 2)) == "connected: epoch abc, seq 1, revision 2"
     assert describe(StreamError("nope")) == "server error: nope"
+    record = AuditRecord(
+        id=1,
+        time=when,
+        actor="ci-bot",
+        role="admin",
+        source="rest",
+        action="enable",
+        plugin="echo",
+        before={},
+        after={},
+        revision_before=1,
+        revision_after=1,
+        outcome="error",
+        error="boom",
+    )
+    assert describe(AuditMessage(10, record)) == (
+        "#10  audit  ci-bot (admin) via rest: enable echo -> error  boom"
+    )
+
+
+def test_the_client_decodes_audit_messages() -> None:
+    from agent_pm.client import _decode
+
+    frame = (
+        b'[{"type":"audit","seq":4,"record":{"id":1,"time":"2026-01-02T03:04:05Z",'
+        b'"actor":"a","role":"admin","source":"cli","action":"reload_all","plugin":null,'
+        b'"before":{},"after":{},"revision_before":1,"revision_after":2,"outcome":"ok"}}]'
+    )
+    [message] = _decode(frame)
+    assert isinstance(message, AuditMessage) and message.record.action == "reload_all"

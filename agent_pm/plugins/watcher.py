@@ -32,6 +32,8 @@ import anyio
 import anyio.to_thread
 from anyio.abc import TaskStatus
 
+from agent_pm.audit import Actor, AuditLog
+from agent_pm.audited import AuditedAdmin
 from agent_pm.errors import AgentPMError
 from agent_pm.plugins.registry import PluginRegistry
 
@@ -54,8 +56,15 @@ def file_digest(path: Path) -> str | None:
 class ManifestWatcher:
     """Polls ``registry.manifest_path`` and reloads the registry when its content changes."""
 
-    def __init__(self, registry: PluginRegistry, *, poll_interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        registry: PluginRegistry,
+        *,
+        poll_interval: float = 0.25,
+        audit_log: AuditLog | None = None,
+    ) -> None:
         self.registry = registry
+        self.audit_log = audit_log
         self.poll_interval = poll_interval
         self.path = registry.manifest_path
         # The content last acted on: a bad edit is reported once, not at every poll.
@@ -117,7 +126,7 @@ class ManifestWatcher:
         registry = self.registry
         before = registry.revision
         try:
-            await registry.reload(only_if_changed=True)
+            await self._reload_manifest()
         except AgentPMError as exc:
             logger.error(
                 "edit of %s not applied, the running plugins are unchanged: %s", self.path, exc
@@ -126,14 +135,23 @@ class ManifestWatcher:
         if registry.revision != before:
             logger.info("applied the edit of %s (revision %d)", self.path, registry.revision)
 
+    async def _reload_manifest(self) -> None:
+        if self.audit_log is None:
+            await self.registry.reload(only_if_changed=True)
+            return
+        actor = Actor(f"file:{self.path}", "admin", "watcher")
+        await AuditedAdmin(self.registry, self.audit_log, actor).reload(only_if_changed=True)
+
 
 async def watch_manifest(
     registry: PluginRegistry,
+    audit_log: AuditLog | None = None,
     *,
     poll_interval: float = 0.25,
     stop: anyio.Event | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Apply outside edits of ``registry``'s manifest until cancelled or ``stop`` is set."""
-    watcher = ManifestWatcher(registry, poll_interval=poll_interval)
+    """Apply outside edits of ``registry``'s manifest until cancelled or ``stop`` is set; with
+    ``audit_log``, each applied edit is recorded there."""
+    watcher = ManifestWatcher(registry, poll_interval=poll_interval, audit_log=audit_log)
     await watcher.run(stop=stop, task_status=task_status)

@@ -83,6 +83,7 @@ def canary_settings(tmp_path: Path) -> Settings:
         "ADMIN_API_KEY": ADMIN["X-API-Key"],
         "CANARY_SOURCE": CANARIES["inline-env"],
         "CANARY_ENV": CANARIES["env"],
+        "DATA_DIR": str(tmp_path / "data"),
     }
     # Only the attribute carries this one: the environment would win at step two.
     return dataclasses.replace(Settings.from_env(env), slack_bot_token=CANARIES["setting"])
@@ -168,6 +169,13 @@ async def test_rest_dashboard_logs_and_manifest_hold_no_canary(
         assert updated.status_code == 200, updated.text
         assert_clean("the config update", updated.text)
 
+        audit = await client.get("/audit", headers=ADMIN)
+        actions = [(r["action"], r["outcome"]) for r in audit.json()["records"]]
+        assert ("enable", "error") in actions and ("update_config", "ok") in actions, actions
+        assert_clean("the audit log over REST", audit.text)
+    audit_files = (canary_settings.data_dir / "audit").glob("audit.jsonl*")
+    assert_clean("the audit files", "".join(path.read_text() for path in audit_files))
+
     written = canary_settings.plugin_config_path.read_text()
     assert written.count(CANARIES["inline"]) == 2  # the operator's own literal, kept as written
     assert "***" not in written and "{env: CANARY_SOURCE}" in written
@@ -178,6 +186,31 @@ async def test_rest_dashboard_logs_and_manifest_hold_no_canary(
     )
     assert "canary" in logged and "calling upstream" in logged  # DEBUG lines were captured
     assert_clean("the DEBUG log", logged)
+
+
+async def test_a_secret_set_through_rest_never_reaches_the_audit_log(
+    canary_app: Starlette, canary_settings: Settings
+) -> None:
+    new = _canary("new")
+    transport = httpx.ASGITransport(app=canary_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        masked = (await client.get("/plugins/canary", headers=ADMIN)).json()["plugin"]["config"]
+        config = {**masked, "secrets": {**masked["secrets"], "CANARY_INLINE": new}}
+        sent = await client.post("/plugins/canary/config", headers=ADMIN, json={"config": config})
+        assert sent.status_code == 200, sent.text
+        audit = await client.get("/audit", headers=ADMIN)
+    [record] = audit.json()["records"]
+    assert (record["action"], record["outcome"], record["actor"]) == (
+        "update_config",
+        "ok",
+        "ADMIN_API_KEY",
+    )
+    assert record["revision_after"] == record["revision_before"] + 1
+    text = audit.text + "".join(
+        path.read_text() for path in (canary_settings.data_dir / "audit").glob("audit.jsonl*")
+    )
+    assert new not in text
+    assert_clean("the audit log", text)
 
 
 async def test_exceptions_raised_to_callers_hold_no_canary(canary_app: Starlette) -> None:

@@ -1,0 +1,180 @@
+"""Audited administration: the registry's admin operations, each one written to the audit log.
+
+Every surface that changes plugins (REST, the dashboard, the local CLI, the manifest watcher)
+calls the registry through :class:`AuditedAdmin`. Around each operation it takes the plugin's
+masked metadata and the registry revision before and after, keeps only the fields that changed,
+and appends one :class:`~agent_pm.audit.AuditRecord` whatever the outcome (success, error or
+cancellation), then publishes it on the bus. Metadata is what every surface already shows, with
+secrets masked, so no secret reaches the log. The registry's own signatures stay its business:
+options are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from agent_pm.audit import Actor, AuditLog, AuditMessage, Outcome
+from agent_pm.errors import AgentPMError, PluginNotFoundError
+from agent_pm.plugins import context
+
+if TYPE_CHECKING:
+    from agent_pm.plugins.registry import PluginRegistry
+
+__all__ = ["AuditedAdmin", "diff", "snapshot"]
+
+logger = logging.getLogger(__name__)
+# The metadata fields an admin action can change; counters and history are not the log's business.
+TRACKED = ("enabled", "state", "module", "description", "config", "error", "timeout_seconds")
+Metadata = dict[str, Any]
+T = TypeVar("T")
+
+
+def _flatten(value: Any, prefix: str, into: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), into)
+    elif prefix:
+        into[prefix] = value
+    return into
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The dotted paths whose values differ, with their values on each side (absent: omitted)."""
+    old, new = _flatten(before, "", {}), _flatten(after, "", {})
+    changed = sorted(
+        path for path in old.keys() | new.keys() if old.get(path, ...) != new.get(path, ...)
+    )
+    return (
+        {path: old[path] for path in changed if path in old},
+        {path: new[path] for path in changed if path in new},
+    )
+
+
+def _tracked(metadata: Metadata) -> Metadata:
+    return {key: metadata[key] for key in TRACKED if key in metadata}
+
+
+def snapshot(registry: PluginRegistry, plugin: str | None) -> Metadata:
+    """The masked metadata an action on ``plugin`` (every plugin for ``None``) may change."""
+    if plugin is None:
+        return {m["name"]: _tracked(m) for m in registry.list_metadata(history=False)}
+    try:
+        return _tracked(registry.metadata_for(plugin, history=False))
+    except PluginNotFoundError:
+        return {}
+
+
+def _error_text(exc: BaseException) -> str:
+    # Platform errors are written to be shown (the API answers with them); anything else may
+    # quote values it should not, so only its type is kept.
+    return str(exc) if isinstance(exc, AgentPMError) else f"unexpected {type(exc).__name__}"
+
+
+class AuditedAdmin:
+    """``registry``'s admin operations on behalf of ``actor``, recorded in ``log``."""
+
+    def __init__(self, registry: PluginRegistry, log: AuditLog, actor: Actor) -> None:
+        self.registry = registry
+        self.log = log
+        self.actor = actor
+
+    async def set_enabled(self, name: str, enabled: bool, **options: Any) -> Metadata:
+        action = "enable" if enabled else "disable"
+        return await self._run(
+            action, name, lambda: self.registry.set_enabled(name, enabled, **options)
+        )
+
+    async def update_config(self, name: str, config: dict[str, Any], **options: Any) -> Metadata:
+        return await self._run(
+            "update_config", name, lambda: self.registry.update_config(name, config, **options)
+        )
+
+    async def reload_plugin(self, name: str, **options: Any) -> Metadata:
+        return await self._run("reload", name, lambda: self.registry.reload_plugin(name, **options))
+
+    async def remove(self, name: str, **options: Any) -> None:
+        await self._run("remove", name, lambda: self.registry.remove(name, **options))
+
+    async def reload(self, **options: Any) -> list[Metadata]:
+        return await self._run("reload_all", None, lambda: self.registry.reload(**options))
+
+    async def install(self, module: str, **options: Any) -> Metadata:
+        return await self._install(lambda: self.registry.install(module, **options), options)
+
+    async def install_entry_point(self, entry_point: str, **options: Any) -> Metadata:
+        operation = lambda: self.registry.install_entry_point(entry_point, **options)  # noqa: E731
+        return await self._install(operation, options)
+
+    async def _install(
+        self, operation: Callable[[], Awaitable[Metadata]], options: dict[str, Any]
+    ) -> Metadata:
+        # The name may come from the plugin class, known only once it is imported.
+        named: list[str] = []
+
+        async def install() -> Metadata:
+            metadata = await operation()
+            named.append(metadata["name"])
+            return metadata
+
+        return await self._run("install", options.get("name"), install, named=named, new=True)
+
+    async def _run(
+        self,
+        action: str,
+        plugin: str | None,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        named: list[str] | None = None,
+        new: bool = False,
+    ) -> T:
+        registry = self.registry
+        before = {} if new else snapshot(registry, plugin)
+        revision = registry.revision
+        outcome: Outcome = "ok"
+        error: str | None = None
+        try:
+            return await operation()
+        except anyio.get_cancelled_exc_class():
+            outcome, error = "cancelled", "the request was cancelled"
+            raise
+        except BaseException as exc:
+            outcome, error = "error", _error_text(exc)
+            raise
+        finally:
+            plugin = named[0] if named else plugin
+            # A failed install changed nothing, even if a plugin of that name exists.
+            after = snapshot(registry, plugin) if outcome == "ok" or not new else {}
+            old, changed = diff(before, after)
+            fields = {
+                "time": datetime.now(UTC),
+                "actor": self.actor.name,
+                "role": self.actor.role,
+                "source": self.actor.source,
+                "action": action,
+                "plugin": plugin,
+                "before": old,
+                "after": changed,
+                "revision_before": revision,
+                "revision_after": registry.revision,
+                "outcome": outcome,
+                "error": error,
+                "request_id": context.request_id.get(),
+            }
+            with anyio.CancelScope(shield=True):
+                await self._record(fields)
+
+    async def _record(self, fields: dict[str, Any]) -> None:
+        try:
+            record = await self.log.append(fields)
+        except OSError:
+            logger.exception(
+                "audit record of %s %s not written", fields["action"], fields["plugin"]
+            )
+            return
+        bus = self.registry.bus
+        bus.publish(AuditMessage(bus.next_seq(), record))
