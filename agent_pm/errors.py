@@ -16,8 +16,9 @@ each class to one status code (``agent_pm.api.errors``) and nothing else needs t
     ├── EmitLoopError            ``emit`` recursed past the bounded depth
     ├── FailureNotFoundError     no recorded failure by that id for that plugin
     ├── FailureStoreError        the failure store cannot be opened, read or written
-    └── ReplayError              a recorded failure cannot be replayed now
-        └── ReplayRateError      too many bulk replays of one plugin in the last minute
+    ├── ReplayError              a recorded failure cannot be replayed now
+    │   └── ReplayRateError      too many bulk replays of one plugin in the last minute
+    └── ShuttingDownError        a hook call was cancelled because the service is stopping
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "ReplayError",
     "ReplayRateError",
     "RevisionConflictError",
+    "ShuttingDownError",
 ]
 
 
@@ -132,3 +134,8 @@ class ReplayRateError(ReplayError):
             f"too many bulk replays of {plugin!r}; the next is allowed in {retry_after:.0f} s"
         )
         self.retry_after = retry_after
+
+
+class ShuttingDownError(AgentPMError):
+    """Raised to a caller whose hook call the registry cancelled because the service is stopping
+    (:meth:`agent_pm.plugins.PluginRegistry.cancel_calls`)."""

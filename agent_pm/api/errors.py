@@ -33,6 +33,7 @@ from agent_pm.errors import (
     ReplayError,
     ReplayRateError,
     RevisionConflictError,
+    ShuttingDownError,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ STATUS_OF: tuple[tuple[type[AgentPMError], int, str], ...] = (
     (RevisionConflictError, 412, "revision_conflict"),
     (InstallRefusedError, 403, "install_refused"),
     (ConfigValidationError, 422, "invalid_config"),
+    (ShuttingDownError, 503, "shutting_down"),
 )
 
 
@@ -99,6 +101,7 @@ _HTTP_CODES = {
     413: "body_too_large",
     422: "unprocessable",
     429: "too_many_requests",
+    503: "shutting_down",
 }
 
 

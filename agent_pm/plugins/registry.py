@@ -7,6 +7,8 @@ the candidate in: a failure at any step leaves the previous state running and sa
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -32,6 +34,7 @@ from agent_pm.errors import (
     PluginNotFoundError,
     ReplayError,
     RevisionConflictError,
+    ShuttingDownError,
 )
 from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import Emitter, PluginBase
@@ -98,6 +101,9 @@ class PluginRegistry(Emitter):
             self.settings.replay_rate,
             self.settings.replay_bulk_per_minute,
         )
+        # Tasks running a root hook call (not an emit inside one), for cancel_calls.
+        self._calls: dict[asyncio.Task[Any], str] = {}
+        self._cancelled: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle of the registry itself ---------------------------------------------------
 
@@ -215,14 +221,42 @@ class PluginRegistry(Emitter):
         self, hook: str, payload: dict[str, Any], source: str | None
     ) -> list[HookResult]:
         table = self._table
+        task = _root_call_task()
         table.enter()
+        if task is not None:
+            self._calls[task] = hook
         try:
             results = await self._dispatcher.fire(hook, payload, table.get(hook, source))
+        except asyncio.CancelledError:
+            if task is None or task not in self._cancelled:
+                raise
+            self._cancelled.discard(task)
+            task.uncancel()
+            raise ShuttingDownError(
+                "the service is stopping: this hook call was cancelled"
+            ) from None
         finally:
             table.leave()
+            if task is not None:
+                self._calls.pop(task, None)
         if self.failures.recording:
             self.failures.note(hook, payload, results, self.revision)
         return results
+
+    def cancel_calls(self) -> list[str]:
+        """Cancel every root hook call in flight; the hooks they were running, one per call.
+
+        Each cancelled handler is recorded as an ``error`` sample ("cancelled"), emits it made go
+        with it, and the caller gets :class:`ShuttingDownError`. The service calls this when it
+        stops, once in-flight requests have had their time. Calls are tracked on asyncio only.
+        """
+        hooks = []
+        for task, hook in list(self._calls.items()):
+            if task not in self._cancelled and not task.done():
+                self._cancelled.add(task)
+                task.cancel()
+                hooks.append(hook)
+        return hooks
 
     async def fire_on(self, name: str, hook: str, payload: dict[str, Any]) -> HookResult:
         """Run ``hook`` on plugin ``name``'s current instance alone (a replay): no other
@@ -247,7 +281,9 @@ class PluginRegistry(Emitter):
         self, hook: str, payload: dict[str, Any], source: str | None, depth: int
     ) -> None:
         _emit_depth.set(depth)
-        await self._dispatch(hook, payload, source)
+        # Cancelled by cancel_calls, the error has no caller: its handlers' samples say so.
+        with contextlib.suppress(ShuttingDownError):
+            await self._dispatch(hook, payload, source)
 
     def _record_sample(
         self, target: Target, hook: str, status: Status, duration_ms: float, error: str | None
@@ -665,6 +701,17 @@ class PluginRegistry(Emitter):
             self.bus.publish(StateChange(self.bus.next_seq(), record.metadata(history=False)))
         for name in removed:
             self.bus.publish(StateChange(self.bus.next_seq(), {"name": name, "state": "removed"}))
+
+
+def _root_call_task() -> asyncio.Task[Any] | None:
+    """The asyncio task of a hook call made outside any handler (``None`` inside an emit, where
+    cancelling the root call reaches it, and on other event loops)."""
+    if _emit_depth.get():
+        return None
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 def _unchanged(record: PluginRecord, item: ManifestItem) -> bool:
