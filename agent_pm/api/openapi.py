@@ -95,7 +95,7 @@ def _responses(op: Operation, schemas: dict[Any, dict[str, Any]]) -> dict[str, A
     responses: dict[str, Any] = {str(op.status): {"description": "success", "content": ok}}
     statuses = set(op.errors)
     if not op.public:
-        statuses |= {401, 403}
+        statuses |= {401, 403, 429}  # 429: too many wrong keys from the caller's address
     if op.admin:
         statuses |= {400, 412}  # 400: an If-Match that is not a revision number
     if op.body is not None:

@@ -12,9 +12,20 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-__all__ = ["MAX_BODY_BYTES", "decode", "expected_revision", "natural", "query_int", "read_body"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "decode",
+    "decode_reason",
+    "expected_revision",
+    "natural",
+    "query_int",
+    "read_body",
+]
 
 MAX_BODY_BYTES = 1024 * 1024
+# Longer digit strings are refused before ``int`` sees them: past 4,300 digits it raises, and
+# no revision, limit or length needs more than 18.
+MAX_DIGITS = 18
 T = TypeVar("T")
 
 
@@ -44,8 +55,15 @@ async def decode(request: Request, kind: type[T]) -> T:
         raise HTTPException(400, "a JSON request body is required")
     try:
         return msgspec.json.decode(body, type=kind)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise HTTPException(400, f"malformed body: {exc}") from None
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"malformed body: {decode_reason(exc)}") from None
+
+
+def decode_reason(exc: Exception) -> str:
+    """What was wrong with a body, without quoting the body's bytes back."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"invalid UTF-8 at byte {exc.start}"
+    return str(exc)
 
 
 def expected_revision(request: Request) -> int | None:
@@ -71,5 +89,8 @@ def query_int(request: Request, key: str) -> int | None:
 
 
 def natural(text: str) -> int | None:
-    """``text`` as a non-negative integer in ASCII digits, else ``None`` (``"²"`` is a digit)."""
-    return int(text) if text.isascii() and text.isdigit() else None
+    """``text`` as a non-negative integer of at most :data:`MAX_DIGITS` ASCII digits, else
+    ``None`` (``"²"`` is a digit to ``str.isdigit``)."""
+    if len(text) > MAX_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)

@@ -20,7 +20,13 @@ from starlette.routing import BaseRoute, Route
 
 from agent_pm.api.errors import JSONResponse
 from agent_pm.api.openapi import Operation
-from agent_pm.api.reading import decode, expected_revision, query_int, read_body
+from agent_pm.api.reading import (
+    decode,
+    decode_reason,
+    expected_revision,
+    query_int,
+    read_body,
+)
 from agent_pm.api.schemas import (
     Catalogue,
     ConfigBody,
@@ -33,6 +39,9 @@ from agent_pm.api.schemas import (
     PluginList,
     Removed,
 )
+from agent_pm.api.security import Caller
+from agent_pm.audit import CLI_USER_AGENT, Actor
+from agent_pm.audited import AuditedAdmin
 from agent_pm.errors import RevisionConflictError
 from agent_pm.plugins.dispatch import HookResult
 from agent_pm.plugins.manifest import HookName
@@ -51,6 +60,15 @@ _repr.maxstring = _repr.maxother = 200
 def registry_of(request: Request) -> PluginRegistry:
     registry: PluginRegistry = request.app.state.registry
     return registry
+
+
+def admin_of(request: Request) -> AuditedAdmin:
+    """The registry's admin operations, audited as the request's caller."""
+    state = request.scope.get("state", {})
+    caller: Caller = state.get("caller") or Caller("unknown", state.get("role", "admin"))
+    cli = request.headers.get("user-agent", "").startswith(CLI_USER_AGENT)
+    actor = Actor(caller.name, caller.role, "cli" if cli else "rest")
+    return AuditedAdmin(registry_of(request), request.app.state.audit, actor)
 
 
 def reply(request: Request, content: Any, status: int = 200) -> JSONResponse:
@@ -99,7 +117,7 @@ async def install(request: Request) -> Response:
     body = await decode(request, InstallBody)
     if (body.entry_point is None) == (body.module is None):
         raise HTTPException(400, "give exactly one of entry_point or module")
-    registry = registry_of(request)
+    admin = admin_of(request)
     options: dict[str, Any] = {
         "name": body.name,
         "enabled": body.enabled,
@@ -108,10 +126,10 @@ async def install(request: Request) -> Response:
         "revision": expected_revision(request),
     }
     if body.entry_point is not None:
-        metadata = await registry.install_entry_point(body.entry_point, **options)
+        metadata = await admin.install_entry_point(body.entry_point, **options)
     else:
         assert body.module is not None
-        metadata = await registry.install(body.module, **options)
+        metadata = await admin.install(body.module, **options)
     return reply(request, PluginEnvelope(metadata), status=201)
 
 
@@ -125,35 +143,35 @@ async def disable(request: Request) -> Response:
 
 async def _set_enabled(request: Request, enabled: bool) -> Response:
     name = request.path_params["name"]
-    registry = registry_of(request)
-    metadata = await registry.set_enabled(name, enabled, revision=expected_revision(request))
+    revision = expected_revision(request)
+    metadata = await admin_of(request).set_enabled(name, enabled, revision=revision)
     return reply(request, PluginEnvelope(metadata))
 
 
 async def reload_plugin(request: Request) -> Response:
     name = request.path_params["name"]
-    registry = registry_of(request)
-    metadata = await registry.reload_plugin(name, revision=expected_revision(request))
+    revision = expected_revision(request)
+    metadata = await admin_of(request).reload_plugin(name, revision=revision)
     return reply(request, PluginEnvelope(metadata))
 
 
 async def update_config(request: Request) -> Response:
     name = request.path_params["name"]
-    registry = registry_of(request)
     body = await decode(request, ConfigBody)
-    metadata = await registry.update_config(name, body.config, revision=expected_revision(request))
+    revision = expected_revision(request)
+    metadata = await admin_of(request).update_config(name, body.config, revision=revision)
     return reply(request, PluginEnvelope(metadata))
 
 
 async def remove(request: Request) -> Response:
     name = request.path_params["name"]
-    await registry_of(request).remove(name, revision=expected_revision(request))
+    await admin_of(request).remove(name, revision=expected_revision(request))
     return reply(request, Removed(name))
 
 
 async def reload_all(request: Request) -> Response:
     registry = registry_of(request)
-    plugins = await registry.reload(revision=expected_revision(request))
+    plugins = await admin_of(request).reload(revision=expected_revision(request))
     return reply(request, PluginList(plugins, registry.revision, registry.config_errors))
 
 
@@ -181,8 +199,9 @@ def _payload(body: bytes) -> dict[str, Any]:
         return {}
     try:
         return msgspec.json.decode(body, type=dict[str, Any])
-    except (msgspec.DecodeError, RecursionError) as exc:
-        raise HTTPException(400, f"the payload must be a JSON object: {exc}") from None
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        detail = f"the payload must be a JSON object: {decode_reason(exc)}"
+        raise HTTPException(400, detail) from None
 
 
 async def health(request: Request) -> Response:
@@ -272,7 +291,12 @@ _TABLE: tuple[tuple[Operation, Handler], ...] = (
     ),
     (
         Operation(
-            "POST", "/hooks/{hook}", "Fire a hook", HookResults, body=HookPayload, errors=(400,)
+            "POST",
+            "/hooks/{hook}",
+            "Fire a hook",
+            HookResults,
+            body=HookPayload,
+            errors=(400, 503),  # 503: cancelled because the service is stopping
         ),
         fire_hook,
     ),

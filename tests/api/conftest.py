@@ -11,7 +11,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from agent_pm.api.app import _is_dashboard, create_app
+from agent_pm.api import dashboard as dashboard_routes
+from agent_pm.api.app import create_app
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.fixtures.servers import live_server
@@ -52,6 +53,7 @@ def api_settings(tmp_path: Path) -> Settings:
             "API_KEY": READ_KEY,
             "ADMIN_API_KEY": ADMIN_KEY,
             "PLUGIN_INSTALL_ALLOW": "tests.fixtures.plugins,tests.fixtures.route_plugins",
+            "DATA_DIR": str(tmp_path / "data"),
         }
     )
 
@@ -89,7 +91,17 @@ async def live_url(app: Starlette) -> AsyncIterator[str]:
         yield url
 
 
+<<<<<<< HEAD
 PARAMS = {"name": "echo", "hook": "post_plan", "id": "1"}
+=======
+PARAMS = {"name": "echo", "hook": "post_plan"}
+DASHBOARD_PATHS = frozenset(getattr(route, "path", "") for route in dashboard_routes.routes())
+
+
+def is_dashboard(path: str) -> bool:
+    """Whether ``path`` is one of the dashboard's own routes."""
+    return path in DASHBOARD_PATHS
+>>>>>>> 31fe371 (Answer invalid UTF-8 in JSON and over-long integers with 400; walk and fuzz /audit and the new edges)
 
 
 def every_endpoint(app: Starlette, *, dashboard: bool = False) -> list[tuple[str, str]]:
@@ -101,7 +113,7 @@ def every_endpoint(app: Starlette, *, dashboard: bool = False) -> list[tuple[str
             assert route.path == "/static"  # the dashboard's assets, public by design
             continue
         assert isinstance(route, Route | WebSocketRoute)
-        if isinstance(route, Route) and _is_dashboard(route.path) == dashboard:
+        if isinstance(route, Route) and is_dashboard(route.path) == dashboard:
             path = re.sub(r"{(\w+)}", lambda m: PARAMS[m.group(1)], route.path)
             endpoints.extend(
                 (method, path) for method in sorted(route.methods or ()) if method != "HEAD"

@@ -9,8 +9,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from agent_pm.api.app import _is_dashboard
-from tests.api.conftest import READ
+from tests.api.conftest import READ, is_dashboard
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +26,7 @@ async def test_openapi_covers_every_route(app: Starlette, client: httpx.AsyncCli
     assert doc["openapi"] == "3.1.0"
     templates = {re.sub(r"{\w+}", "{}", path): path for path in doc["paths"]}
     for route in app.routes:
-        if isinstance(route, Route) and not _is_dashboard(route.path):
+        if isinstance(route, Route) and not is_dashboard(route.path):
             documented = doc["paths"][templates[re.sub(r"{\w+}", "{}", route.path)]]
             for method in route.methods or ():
                 if method != "HEAD":

@@ -468,12 +468,56 @@ async def test_rest_over_a_real_server(live_url: str) -> None:
         assert too_big.status_code == 413
 
 
-GARBAGE = [b"", b"null", b"\xff\xfe\x00", b"{}", b'{"config": null}', b"1e999999", b'{"": []}']
+DIGITS = "9" * 5000  # past Python's 4,300-digit limit for int()
+GARBAGE = [
+    b"",
+    b"null",
+    b"\xff\xfe\x00",
+    b"{}",
+    b'{"config": null}',
+    b"1e999999",
+    b'{"": []}',
+    b'{"config": {"a": "\xff"}}',
+    b'{"config": {"a": "\xed\xa0\x80"}}',
+    b'{"\xc3\x28": 1}',
+    b'{"config": {"n": ' + DIGITS.encode() + b"}}",
+]
+QUERIES = ("", "?limit=%FF&hook=%00", f"?limit={DIGITS}&since={DIGITS}", "?since=%ED%A0%80")
 
 
 async def test_no_malformed_request_yields_a_500(app: Starlette, client: httpx.AsyncClient) -> None:
     for method, path in every_endpoint(app):
         for body in GARBAGE:
-            for url in (path, path + "?limit=%FF&hook=%00", path.replace("echo", "%C3%28")):
+            for url in [path + query for query in QUERIES] + [path.replace("echo", "%C3%28")]:
                 response = await client.request(method, url, headers=ADMIN, content=body)
                 assert response.status_code < 500, (method, url, body, response.text)
+        headers = {**ADMIN, "If-Match": f'"{DIGITS}"'}
+        response = await client.request(method, path, headers=headers, content=b"{}")
+        assert response.status_code < 500, (method, path, "If-Match", response.text)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"config": {"a": "\xff"}}', b'{"config": {"a": "\xed\xa0\x80"}}', b'{"\xc3\x28": 1}'],
+)
+async def test_invalid_utf8_inside_json_is_a_400_naming_it(
+    client: httpx.AsyncClient, body: bytes
+) -> None:
+    for path in ("/plugins/echo/config", "/hooks/post_plan"):
+        response = await client.post(path, headers=ADMIN, content=body)
+        assert response.status_code == 400, (path, response.text)
+        assert "invalid UTF-8 at byte" in response.json()["detail"]
+
+
+async def test_integers_past_the_digit_limit_are_a_400(client: httpx.AsyncClient) -> None:
+    history = await client.get(f"/plugins/echo/history?limit={DIGITS}", headers=ADMIN)
+    assert history.status_code == 400 and "limit" in history.json()["detail"]
+    headers = {**ADMIN, "If-Match": f'"{DIGITS}"'}
+    disable = await client.post("/plugins/echo/disable", headers=headers)
+    assert disable.status_code == 400 and "If-Match" in disable.json()["detail"]
+    audit = await client.get(f"/audit?since={DIGITS}", headers=ADMIN)
+    assert audit.status_code == 400
+    length = await client.post(
+        "/hooks/post_plan", headers={**ADMIN, "Content-Length": DIGITS}, content=b"{}"
+    )
+    assert length.status_code in (400, 413)

@@ -68,6 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Starlette
         "API_KEY": READ_KEY,
         "ADMIN_API_KEY": ADMIN_KEY,
         "PLUGIN_INSTALL_ALLOW": "tests.fixtures.plugins,tests.fixtures.route_plugins",
+        "DATA_DIR": str(directory / "data"),
     }
     api_settings = Settings.from_env(env)
     with start_blocking_portal() as portal:
@@ -88,9 +89,10 @@ def _document(client: TestClient) -> dict[str, Any]:
 
 
 def _operations() -> list[tuple[str, str]]:
-    from agent_pm.api import metrics, openapi, rest
+    from agent_pm.api import audit, metrics, openapi, rest
 
-    return [(op.method, op.path) for op in (*rest.OPERATIONS, metrics.OPERATION, openapi.SELF)]
+    operations = (*rest.OPERATIONS, metrics.OPERATION, audit.OPERATION, openapi.SELF)
+    return [(op.method, op.path) for op in operations]
 
 
 def _send(client: TestClient, case: Case, key: str | None) -> httpx.Response:
