@@ -34,7 +34,7 @@ from agent_pm.plugins import PluginBase
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = ("pre_plan", "post_plan", "pre_task", "post_task", "pre_review", "post_review")
 HISTORY = 100
-KEY = "bench-read-key"
+KEY = "bench-read-key-0123456789"
 TARGET_RATIO = 1 / 100
 
 
@@ -79,7 +79,7 @@ async def _serve(port: int, plugins: int, pipe: Connection) -> None:
             f"- name: p{i}\n  module: __main__:SixHooks\n  enabled: true\n" for i in range(plugins)
         )
     )
-    settings = Settings.from_env({"API_KEY": KEY, "ADMIN_API_KEY": "bench-admin-key"})
+    settings = Settings.from_env({"API_KEY": KEY, "ADMIN_API_KEY": "bench-admin-key-0123456789"})
     app = create_app(settings, manifest_path=manifest, watch=False)
 
     async def trivial(request: Any) -> JSONResponse:

@@ -49,7 +49,7 @@ def time_to_health(path: Path) -> float:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "API_KEY": "bench-read-key"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "API_KEY": "bench-read-key-0123456789"}
     argv = [sys.executable, "-m", "agent_pm.cli", "serve", "--port", str(port)]
     argv += ["--manifest", str(path), "--no-watch"]
     started = time.perf_counter()

@@ -13,12 +13,15 @@ from starlette.middleware import Middleware
 from starlette.routing import Match
 from starlette.types import Scope
 
-from agent_pm.api import dashboard, failures, metrics, openapi, rest, stream
+from agent_pm.api import audit, dashboard, failures, metrics, openapi, rest, stream
 from agent_pm.api.auth import ApiKeys, AuthMiddleware, CredentialReader, Verdict, api_key_reader
 from agent_pm.api.errors import CatchAllMiddleware, exception_handlers
 from agent_pm.api.plugin_routes import PluginRoutes
+from agent_pm.api.request_id import RequestIdMiddleware
+from agent_pm.api.security import Throttle
 from agent_pm.api.security_headers import SecurityHeadersMiddleware
-from agent_pm.api.session import role_from_session
+from agent_pm.api.session import caller_from_session
+from agent_pm.audit import AuditLog
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.watcher import watch_manifest
 from agent_pm.settings import Settings
@@ -27,15 +30,6 @@ __all__ = ["PUBLIC_PATHS", "create_app"]
 
 PUBLIC_PATHS = frozenset({"/health"})
 STREAM_CLOSE_SECONDS = 5.0
-# The dashboard authenticates its own requests: a signed session cookie, plus CSRF token and
-# Origin checks on everything that changes state (agent_pm.api.dashboard). Its login page and
-# assets are reachable without one.
-DASHBOARD_PATHS = frozenset({"/login", "/logout", "/dashboard"})
-DASHBOARD_PREFIXES = ("/dashboard/", "/static/")
-
-
-def _is_dashboard(path: str) -> bool:
-    return path in DASHBOARD_PATHS or path.startswith(DASHBOARD_PREFIXES)
 
 
 def session_reader(scope: Scope) -> Verdict:
@@ -45,10 +39,7 @@ def session_reader(scope: Scope) -> Verdict:
     """
     if scope["type"] != "websocket":
         return None
-    role = role_from_session(scope)
-    if role == "admin":
-        return "admin"
-    return "read" if role == "read" else None
+    return caller_from_session(scope)
 
 
 def _route_path(scope: Scope) -> str:
@@ -86,10 +77,16 @@ def create_app(
     keys = keys or ApiKeys.from_settings(settings)
     histograms = metrics.HookHistograms()
     plugin_routes = PluginRoutes(lambda: app.state.registry)
+    # The dashboard authenticates its own requests: a signed session cookie, plus CSRF token and
+    # Origin checks on everything that changes state (agent_pm.api.dashboard). Its login page
+    # and assets are reachable without one, but only its own routes: never a plugin's.
+    dashboard_routes = dashboard.routes()
 
     def is_public(scope: Scope) -> bool:
         path = _route_path(scope)
-        if path in PUBLIC_PATHS or _is_dashboard(path):
+        if path in PUBLIC_PATHS:
+            return True
+        if any(route.matches(scope)[0] != Match.NONE for route in dashboard_routes):
             return True
         # A plugin's public route never opens a path a core route answers: core routes win.
         core = any(route.matches(scope)[0] != Match.NONE for route in app.router.routes)
@@ -105,30 +102,37 @@ def create_app(
                 await group.start(histograms.run, app.state.registry.bus)
                 # Only a registry this app opened on its manifest file is the app's to watch.
                 if watch and registry is None:
-                    await group.start(watch_manifest, app.state.registry)
+                    await group.start(watch_manifest, app.state.registry, audit_log)
+                if keys.named is not None:
+                    await group.start(keys.named.watch)
                 yield
                 # Stream clients hear "going away" (1001) before the registry stops.
                 with anyio.move_on_after(STREAM_CLOSE_SECONDS):
                     await stream.close_all(app)
                 group.cancel_scope.cancel()
 
-    operations = (*rest.OPERATIONS, *failures.OPERATIONS, metrics.OPERATION)
+    operations = (*rest.OPERATIONS, *failures.OPERATIONS, metrics.OPERATION, audit.OPERATION)
+    throttle = Throttle()
+    audit_log = AuditLog(settings.data_dir / "audit")
     app = Starlette(
         routes=[
             *rest.routes(),
             *failures.routes(),
             *metrics.routes(histograms),
+            *audit.routes(),
             *openapi.routes(operations, _version()),
             *stream.routes(),
-            *dashboard.routes(),
+            *dashboard_routes,
         ],
         middleware=[
+            Middleware(RequestIdMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(CatchAllMiddleware),
             Middleware(
                 AuthMiddleware,
                 readers=[api_key_reader(keys), session_reader, *readers],
                 is_public=is_public,
+                throttle=throttle,
             ),
         ],
         exception_handlers=exception_handlers(),
@@ -139,6 +143,8 @@ def create_app(
     app.state.registry = registry
     app.state.settings = settings
     app.state.api_keys = keys
+    app.state.throttle = throttle
+    app.state.audit = audit_log
     app.state.plugin_routes = plugin_routes
     app.state.watch = watch
     return app

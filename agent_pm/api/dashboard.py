@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -24,7 +24,10 @@ from agent_pm.api import dashboard_failures as failures_ui
 from agent_pm.api import dashboard_render as ui
 from agent_pm.api.dashboard_live import live
 from agent_pm.api.reading import natural
+from agent_pm.api.security import client_address, same_origin
 from agent_pm.api.session import Session, csrf_ok, session_from_scope, sessions_for
+from agent_pm.audit import Actor
+from agent_pm.audited import AuditedAdmin
 from agent_pm.errors import (
     AgentPMError,
     ConfigValidationError,
@@ -32,7 +35,7 @@ from agent_pm.errors import (
     ReplayRateError,
 )
 
-__all__ = ["routes", "same_origin"]
+__all__ = ["routes"]
 
 MAX_FORM_BYTES = 256 * 1024
 
@@ -54,14 +57,6 @@ def routes() -> list[BaseRoute]:
         WebSocketRoute("/dashboard/live", live),
         Mount("/static", StaticFiles(directory=ui.STATIC_DIR), name="static"),
     ]
-
-
-def same_origin(conn: HTTPConnection) -> bool:
-    """True unless the request carries an ``Origin`` for another host."""
-    origin = conn.headers.get("origin")
-    if origin is None:
-        return True
-    return urlsplit(origin).netloc == conn.headers.get("host", "")
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -95,19 +90,28 @@ async def login_page(request: Request) -> Response:
 async def login(request: Request) -> Response:
     if not same_origin(request):
         raise HTTPException(403, "cross-origin login refused")
+    throttle, address = request.app.state.throttle, client_address(request.scope)
+    wait = throttle.retry_after(address)
+    if wait is not None:
+        error = f"Too many wrong keys from your address; try again in {wait} s."
+        page = _html(ui.render("login.html", error=error), 429)
+        page.headers["Retry-After"] = str(wait)
+        return page
     form = await _form(request)
     manager = sessions_for(request.app)
-    role = manager.role_for_key(form.get("api_key", "").strip())
-    if role is None:
+    caller = manager.keys.caller_for(form.get("api_key", "").strip())
+    if caller is None:
+        throttle.failed(address)
         return _html(ui.render("login.html", error="That key is not valid."), 401)
-    value, _ = manager.issue(role)
+    value, _ = manager.issue(caller)
     response = RedirectResponse("/dashboard", 303)
     manager.set_cookie(response, value, secure=_secure(request))
     return response
 
 
 async def logout(request: Request) -> Response:
-    await _checked(request, admin=False)
+    session, _ = await _checked(request, admin=False)
+    sessions_for(request.app).revoke(session)
     response = RedirectResponse("/login", 303)
     sessions_for(request.app).clear_cookie(response, secure=_secure(request))
     return response
@@ -146,12 +150,17 @@ async def _checked(request: Request, *, admin: bool = True) -> tuple[Session, di
 Action = Callable[[Any, str, dict[str, str]], Awaitable[ui.Card]]
 
 
+def _admin(request: Request, session: Session) -> AuditedAdmin:
+    """The registry's admin operations, audited as the session's actor."""
+    actor = Actor(session.actor, session.role, "dashboard")
+    return AuditedAdmin(request.app.state.registry, request.app.state.audit, actor)
+
+
 async def _act(request: Request, action: Action) -> Response:
     session, form = await _checked(request)
     name = request.path_params["name"]
-    registry = request.app.state.registry
     try:
-        card = await action(registry, name, form)
+        card = await action(_admin(request, session), name, form)
     except PluginNotFoundError as exc:
         card = ui.Card(error=str(exc), status=404)
     except AgentPMError as exc:
@@ -271,6 +280,7 @@ async def _replayed(request: Request, session: Session, name: str, replay: Any) 
 async def install(request: Request) -> Response:
     session, form = await _checked(request)
     registry = request.app.state.registry
+    admin = _admin(request, session)
     entry_point = form.get("entry_point", "").strip()
     module = form.get("module", "").strip()
     name = form.get("name") or None
@@ -278,9 +288,9 @@ async def install(request: Request) -> Response:
     status = 200
     try:
         if entry_point:
-            meta = await registry.install_entry_point(entry_point, name=name)
+            meta = await admin.install_entry_point(entry_point, name=name)
         elif module:
-            meta = await registry.install(module, name=name)
+            meta = await admin.install(module, name=name)
         else:
             raise AgentPMError("choose an entry point or give a module path")
         state.install_notice = f"Installed {meta['name']} (disabled until you enable it)."

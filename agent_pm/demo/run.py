@@ -55,6 +55,9 @@ class DemoApp(Starlette):
         super().__init__(lifespan=self._lifespan)
         self.settings, self.rate, self.options = settings, rate, options
         self.keys: ApiKeys = options.pop("keys", None) or ApiKeys.from_settings(settings)
+        if self.keys.admin is None:
+            raise ValueError("the demo sends its traffic with ADMIN_API_KEY or API_KEY: set one")
+        self.admin_key: str = self.keys.admin
         self.router.default = self._forward
 
     @asynccontextmanager
@@ -63,7 +66,7 @@ class DemoApp(Starlette):
             app = create_app(run_settings, keys=self.keys, **self.options)
             async with app.router.lifespan_context(app), anyio.create_task_group() as group:
                 self.state.app = app
-                group.start_soon(run_demo_traffic, app, self.keys.admin, self.rate)
+                group.start_soon(run_demo_traffic, app, self.admin_key, self.rate)
                 group.start_soon(report_faults, services)
                 yield
                 group.cancel_scope.cancel()

@@ -91,17 +91,13 @@ async def live_url(app: Starlette) -> AsyncIterator[str]:
         yield url
 
 
-<<<<<<< HEAD
 PARAMS = {"name": "echo", "hook": "post_plan", "id": "1"}
-=======
-PARAMS = {"name": "echo", "hook": "post_plan"}
 DASHBOARD_PATHS = frozenset(getattr(route, "path", "") for route in dashboard_routes.routes())
 
 
 def is_dashboard(path: str) -> bool:
     """Whether ``path`` is one of the dashboard's own routes."""
     return path in DASHBOARD_PATHS
->>>>>>> 31fe371 (Answer invalid UTF-8 in JSON and over-long integers with 400; walk and fuzz /audit and the new edges)
 
 
 def every_endpoint(app: Starlette, *, dashboard: bool = False) -> list[tuple[str, str]]:

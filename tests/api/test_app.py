@@ -36,7 +36,9 @@ async def test_lifespan_opens_and_closes_the_registry(
 async def test_app_starts_on_the_bundled_manifest(tmp_path: Path, monkeypatch) -> None:
     bundled = Path(__file__).parents[2] / "config" / "plugins.yaml"
     monkeypatch.chdir(tmp_path)  # the built-in plugins keep their data under ./var
-    app = create_app(Settings.from_env({"API_KEY": "k"}), manifest_path=bundled)
+    app = create_app(
+        Settings.from_env({"API_KEY": "app-test-key-0123456789"}), manifest_path=bundled
+    )
     async with app.router.lifespan_context(app):
         assert app.state.registry.config_errors == []
         states = {m["name"]: m["state"] for m in app.state.registry.list_metadata()}

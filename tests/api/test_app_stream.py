@@ -18,7 +18,7 @@ from agent_pm.demo.loopback import serve_on_loopback
 from agent_pm.settings import Settings
 
 pytestmark = pytest.mark.anyio
-READ_KEY, ADMIN_KEY = "stream-read-key", "stream-admin-key"
+READ_KEY, ADMIN_KEY = "stream-read-key-0123", "stream-admin-key-0123"
 
 
 @pytest.fixture

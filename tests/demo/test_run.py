@@ -16,6 +16,8 @@ pytestmark = pytest.mark.anyio
 BUNDLED = Path(__file__).parents[2] / "config" / "plugins.yaml"
 HOOK_PLUGINS = {"ticket_automation", "slack_followup_alerts", "warehouse_export"}
 
+DEMO_KEY = "demo-admin-key-0123456789"
+
 
 async def test_demo_makes_every_builtin_plugin_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -23,7 +25,7 @@ async def test_demo_makes_every_builtin_plugin_succeed(
     monkeypatch.chdir(tmp_path)
     manifest = shutil.copy(BUNDLED, tmp_path / "plugins.yaml")
     before = Path(manifest).read_bytes()
-    settings = Settings.from_env({"ADMIN_API_KEY": "admin-key"})
+    settings = Settings.from_env({"ADMIN_API_KEY": DEMO_KEY, "DATA_DIR": str(tmp_path / "data")})
     demo = DemoApp(settings, manifest_path=manifest, rate=50, watch=False)
     succeeded: set[str] = set()
     async with demo.router.lifespan_context(demo):
@@ -49,6 +51,7 @@ async def _feedback_stored(app) -> bool:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.get(
-            "/plugins/feedback_collector/feedback", headers={"X-API-Key": "admin-key"}
+            "/plugins/feedback_collector/feedback",
+            headers={"X-API-Key": "demo-admin-key-0123456789"},
         )
     return response.status_code == 200 and response.json()["total"] > 0

@@ -183,9 +183,9 @@ async def test_malformed_manifest_reload_over_rest_is_a_409(
 ) -> None:
     manifest, marker, settings = env
     manifest.write_text(GOOD)
-    admin = {"X-API-Key": "admin-key"}
+    admin = {"X-API-Key": "admin-key-0123456789"}
     async with PluginRegistry(manifest, settings) as registry:
-        app = create_app(settings, registry=registry, keys=ApiKeys(admin="admin-key"))
+        app = create_app(settings, registry=registry, keys=ApiKeys(admin="admin-key-0123456789"))
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             manifest.write_bytes(CASES[name].content(marker))
