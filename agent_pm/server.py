@@ -134,7 +134,7 @@ class _Server(stream.Server):
             # uvicorn offers no event for "requests done"; it polls the same way.
             while self.server_state.tasks and not self.force_exit:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
-        registry = getattr(app.state, "registry", None) if app is not None else None
+        registry = _registry_of(app)
         if registry is not None:
             cancelled = registry.cancel_calls()
             if cancelled:
@@ -145,6 +145,18 @@ class _Server(stream.Server):
                 )
         self.config.timeout_graceful_shutdown = ANSWER_SECONDS
         await uvicorn.Server.shutdown(self, sockets)
+
+
+def _registry_of(app: Any) -> Any:
+    """The registry of the operator app, also when the demo wraps it (``state.app``)."""
+    for _ in range(4):
+        if app is None:
+            return None
+        registry = getattr(app.state, "registry", None)
+        if registry is not None:
+            return registry
+        app = getattr(app.state, "app", None)
+    return None
 
 
 def tune_interpreter() -> None:
