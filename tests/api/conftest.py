@@ -53,7 +53,6 @@ def api_settings(tmp_path: Path) -> Settings:
             "API_KEY": READ_KEY,
             "ADMIN_API_KEY": ADMIN_KEY,
             "PLUGIN_INSTALL_ALLOW": "tests.fixtures.plugins,tests.fixtures.route_plugins",
-            "DATA_DIR": str(tmp_path / "data"),
         }
     )
 
