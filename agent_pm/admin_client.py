@@ -170,24 +170,30 @@ class FileClient:
         return self._run(read)
 
     def replay(self, name: str, query: FailureQuery, *, dry_run: bool) -> dict[str, Any]:
-        async def replay(registry: PluginRegistry) -> dict[str, Any]:
+        async def replay(admin: AuditedAdmin) -> dict[str, Any]:
+            registry = admin.registry
             registry.metadata_for(name, history=False)
             where = query.where(name)
-            report = await registry.replays.replay_matching(
-                where, limit=query.limit, dry_run=dry_run
-            )
+
+            def matching() -> Any:
+                return registry.replays.replay_matching(where, limit=query.limit, dry_run=dry_run)
+
+            # A dry run changes nothing, so only real replays are audited.
+            report = await (matching() if dry_run else admin.run("replay_all", name, matching))
             data: dict[str, Any] = msgspec.to_builtins(report)
             return data
 
-        return self._run(replay)
+        return self._admin(replay)
 
     def replay_one(self, name: str, failure_id: int, *, force: bool) -> dict[str, Any]:
-        async def replay(registry: PluginRegistry) -> dict[str, Any]:
-            outcome = await registry.replays.replay(name, failure_id, force=force)
+        async def replay(admin: AuditedAdmin) -> dict[str, Any]:
+            replays = admin.registry.replays
+            one = lambda: replays.replay(name, failure_id, force=force)  # noqa: E731
+            outcome = await admin.run("replay", name, one)
             data: dict[str, Any] = msgspec.to_builtins(outcome)
             return data
 
-        return self._run(replay)
+        return self._admin(replay)
 
     def close(self) -> None:
         """Nothing stays open between operations."""

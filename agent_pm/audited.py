@@ -85,23 +85,23 @@ class AuditedAdmin:
 
     async def set_enabled(self, name: str, enabled: bool, **options: Any) -> Metadata:
         action = "enable" if enabled else "disable"
-        return await self._run(
+        return await self.run(
             action, name, lambda: self.registry.set_enabled(name, enabled, **options)
         )
 
     async def update_config(self, name: str, config: dict[str, Any], **options: Any) -> Metadata:
-        return await self._run(
+        return await self.run(
             "update_config", name, lambda: self.registry.update_config(name, config, **options)
         )
 
     async def reload_plugin(self, name: str, **options: Any) -> Metadata:
-        return await self._run("reload", name, lambda: self.registry.reload_plugin(name, **options))
+        return await self.run("reload", name, lambda: self.registry.reload_plugin(name, **options))
 
     async def remove(self, name: str, **options: Any) -> None:
-        await self._run("remove", name, lambda: self.registry.remove(name, **options))
+        await self.run("remove", name, lambda: self.registry.remove(name, **options))
 
     async def reload(self, **options: Any) -> list[Metadata]:
-        return await self._run("reload_all", None, lambda: self.registry.reload(**options))
+        return await self.run("reload_all", None, lambda: self.registry.reload(**options))
 
     async def install(self, module: str, **options: Any) -> Metadata:
         return await self._install(lambda: self.registry.install(module, **options), options)
@@ -121,9 +121,9 @@ class AuditedAdmin:
             named.append(metadata["name"])
             return metadata
 
-        return await self._run("install", options.get("name"), install, named=named, new=True)
+        return await self.run("install", options.get("name"), install, named=named, new=True)
 
-    async def _run(
+    async def run(
         self,
         action: str,
         plugin: str | None,
@@ -132,6 +132,11 @@ class AuditedAdmin:
         named: list[str] | None = None,
         new: bool = False,
     ) -> T:
+        """Run ``operation`` (``action`` on ``plugin``; every plugin for ``None``) and record it.
+
+        For an operation that creates the plugin, ``new`` says so and ``named`` receives its
+        name once known. Surfaces audit actions beyond the registry's own this way (replays).
+        """
         registry = self.registry
         before = {} if new else snapshot(registry, plugin)
         revision = registry.revision

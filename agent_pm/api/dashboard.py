@@ -248,7 +248,8 @@ async def replay_one(request: Request) -> Response:
     name, failure_id = _recorded_plugin(request), natural(request.path_params["id"])
     if failure_id is None:
         raise HTTPException(404, "no such failure")
-    return await _replayed(request, session, name, registry.replays.replay(name, failure_id))
+    replay = registry.replays.replay(name, failure_id)
+    return await _replayed(request, session, name, "replay", replay)
 
 
 async def replay_all(request: Request) -> Response:
@@ -259,16 +260,20 @@ async def replay_all(request: Request) -> Response:
         raise HTTPException(400, "choose a time from the list")
     where = failures_ui.since_filter(name, form.get("since", ""))
     replay = registry.replays.replay_matching(where, limit=failures_ui.BULK_LIMIT)
-    return await _replayed(request, session, name, replay)
+    return await _replayed(request, session, name, "replay_all", replay)
 
 
-async def _replayed(request: Request, session: Session, name: str, replay: Any) -> Response:
-    """Run ``replay`` and answer with the plugin's failures card (htmx) or the whole page."""
+async def _replayed(
+    request: Request, session: Session, name: str, action: str, replay: Any
+) -> Response:
+    """Run ``replay`` (audited as ``action``) and answer with the plugin's failures card (htmx)
+    or the whole page."""
     registry = request.app.state.registry
     notice = error = None
     status = 200
     try:
-        notice = failures_ui.replay_notice(await replay)
+        outcome = await _admin(request, session).run(action, name, lambda: replay)
+        notice = failures_ui.replay_notice(outcome)
     except AgentPMError as exc:
         error, status = str(exc), 429 if isinstance(exc, ReplayRateError) else 409
     if request.headers.get("hx-request"):

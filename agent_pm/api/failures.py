@@ -22,8 +22,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from agent_pm.api.openapi import Operation
-from agent_pm.api.reading import natural, read_body
-from agent_pm.api.rest import registry_of, reply, safe_result
+from agent_pm.api.reading import decode_reason, natural, read_body
+from agent_pm.api.rest import admin_of, registry_of, reply, safe_result
 from agent_pm.errors import PluginNotFoundError
 from agent_pm.plugins.failures import Failure, FailureFilter, FailureState, StoreStats, parse_since
 from agent_pm.plugins.manifest import HookName
@@ -170,7 +170,8 @@ async def replay_one(request: Request) -> Response:
     registry = registry_of(request)
     _configured(registry, name)
     force = _flag(request.query_params.get("force"), "force")
-    outcome = await registry.replays.replay(name, failure_id, force=force)
+    replay = lambda: registry.replays.replay(name, failure_id, force=force)  # noqa: E731
+    outcome = await admin_of(request).run("replay", name, replay)
     return reply(request, _safe(outcome))
 
 
@@ -183,17 +184,20 @@ async def replay_matching(request: Request) -> Response:
     if body.strip():
         try:
             given = msgspec.json.decode(body, type=ReplayBody)
-        except (msgspec.DecodeError, RecursionError) as exc:
-            raise HTTPException(400, f"malformed body: {exc}") from None
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+            raise HTTPException(400, f"malformed body: {decode_reason(exc)}") from None
         fields.update({k: v for k, v in msgspec.structs.asdict(given).items() if v is not None})
     if fields.get("state") not in (None, "pending"):
         raise HTTPException(400, "a bulk replay takes pending failures only")
     where = replace(_filter(name, fields), state=None)
-    report = await registry.replays.replay_matching(
-        where,
-        limit=_limit(fields.get("limit", DEFAULT_LIMIT)),
-        dry_run=_flag(fields.get("dry_run"), "dry_run"),
-    )
+    dry_run = _flag(fields.get("dry_run"), "dry_run")
+    limit = _limit(fields.get("limit", DEFAULT_LIMIT))
+
+    def replay() -> Any:
+        return registry.replays.replay_matching(where, limit=limit, dry_run=dry_run)
+
+    # A dry run changes nothing, so only real replays are audited.
+    report = await (replay() if dry_run else admin_of(request).run("replay_all", name, replay))
     outcomes = [_safe(outcome) for outcome in report.outcomes]
     return reply(request, msgspec.structs.replace(report, outcomes=outcomes))
 
@@ -209,7 +213,8 @@ async def discard_one(request: Request) -> Response:
     store = registry_of(request).failures.store
     await anyio.to_thread.run_sync(store.get, name, failure_id)  # 404 when there is none
     where = FailureFilter(name, ids=(failure_id,))
-    return reply(request, Discarded(name, await anyio.to_thread.run_sync(store.discard, where)))
+    discard = lambda: anyio.to_thread.run_sync(store.discard, where)  # noqa: E731
+    return reply(request, Discarded(name, await admin_of(request).run("discard", name, discard)))
 
 
 async def discard_matching(request: Request) -> Response:
@@ -217,7 +222,8 @@ async def discard_matching(request: Request) -> Response:
     registry = registry_of(request)
     await _known(registry, name)
     where = _filter(name, request.query_params)
-    count = await anyio.to_thread.run_sync(registry.failures.store.discard, where)
+    discard = lambda: anyio.to_thread.run_sync(registry.failures.store.discard, where)  # noqa: E731
+    count = await admin_of(request).run("discard", name, discard)
     return reply(request, Discarded(name, count))
 
 

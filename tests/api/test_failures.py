@@ -305,3 +305,21 @@ async def test_bulk_replays_are_rate_limited_but_dry_runs_are_not(
     assert refused.json()["detail"].startswith("too many bulk replays of 'exporter'")
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert (await client.post(url + "?dry_run=true", headers=ADMIN)).status_code == 200
+
+
+async def test_replays_and_discards_are_audited_but_dry_runs_are_not(
+    client: httpx.AsyncClient,
+) -> None:
+    await fail(client, 2)
+    failure = (await listing(client, READ))["failures"][0]
+    await client.post(f"/plugins/exporter/failures/{failure['id']}/replay", headers=ADMIN)
+    await client.post("/plugins/exporter/failures/replay?dry_run=true", headers=ADMIN)
+    await client.post("/plugins/exporter/failures/replay", headers=ADMIN)
+    await client.delete("/plugins/exporter/failures", headers=ADMIN)
+    records = (await client.get("/audit", headers=ADMIN)).json()["records"]
+    assert [(r["action"], r["plugin"], r["outcome"]) for r in records] == [
+        ("replay", "exporter", "ok"),
+        ("replay_all", "exporter", "ok"),
+        ("discard", "exporter", "ok"),
+    ]
+    assert BAD_TOKEN not in str(records)
