@@ -398,11 +398,13 @@ def test_serve_demo_wraps_the_app_in_the_demo(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("ADMIN_API_KEY", "configured")
+    monkeypatch.setenv("ADMIN_API_KEY", "configured-key-0123456789")
     code, out, _ = run(capsys, "serve", "--demo", "--no-watch")
     app = captured_run[0][0]
     assert (code, out) == (0, "") and isinstance(app, DemoApp)
-    assert app.keys.role_for("configured") == "admin" and app.options["watch"] is False
+    assert (
+        app.keys.role_for("configured-key-0123456789") == "admin" and app.options["watch"] is False
+    )
 
 
 def test_bad_settings_are_one_line(
