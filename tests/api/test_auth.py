@@ -130,8 +130,11 @@ async def test_admin_key_passes_everywhere(app: Starlette, client: httpx.AsyncCl
 
 
 @pytest.mark.anyio
-async def test_api_key_alone_grants_everything(registry: PluginRegistry) -> None:
-    app = create_app(Settings.from_env({"API_KEY": READ_KEY}), registry=registry)
+async def test_api_key_alone_grants_everything(
+    registry: PluginRegistry, api_settings: Settings
+) -> None:
+    env = {"API_KEY": READ_KEY, "DATA_DIR": str(api_settings.data_dir)}
+    app = create_app(Settings.from_env(env), registry=registry)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.post("/plugins/strict/enable", headers=READ)

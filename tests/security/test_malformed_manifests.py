@@ -118,8 +118,8 @@ CASES: dict[str, Case] = {
 @pytest.fixture
 def env(tmp_path: Path) -> tuple[Path, Path, Settings]:
     manifest = tmp_path / "plugins.yaml"
-    settings = Settings.from_env({"PLUGIN_CONFIG_PATH": str(manifest)})
-    return manifest, tmp_path / "marker", settings
+    env = {"PLUGIN_CONFIG_PATH": str(manifest), "DATA_DIR": str(tmp_path / "data")}
+    return manifest, tmp_path / "marker", Settings.from_env(env)
 
 
 def _echo_runs(registry: PluginRegistry) -> bool:
