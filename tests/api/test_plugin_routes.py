@@ -108,6 +108,7 @@ async def test_a_reserved_prefix_in_the_manifest_loads_invalid_and_cannot_be_ena
             assert meta["state"] == "invalid" and "inside the core path" in meta["error"]
             enabled = await client.post("/plugins/squatter/enable", headers=ADMIN)
             assert enabled.status_code == 409, enabled.text
+            assert "route_prefix '/dashboard/x' is inside the core path" in enabled.text
             for method in ("GET", "POST"):
                 answer = await client.request(method, "/dashboard/x/steal")
                 assert "hijacked" not in answer.text
