@@ -22,6 +22,7 @@ from agent_pm.audit import CLI_USER_AGENT, Actor, AuditLog
 from agent_pm.audited import AuditedAdmin
 from agent_pm.plugins.failures import FailureFilter, parse_since
 from agent_pm.plugins.registry import PluginRegistry
+from agent_pm.plugins.replay import replay_effect
 from agent_pm.settings import Settings
 
 __all__ = ["AdminClient", "AdminError", "FailureQuery", "FileClient", "HttpClient"]
@@ -179,7 +180,11 @@ class FileClient:
                 return registry.replays.replay_matching(where, limit=query.limit, dry_run=dry_run)
 
             # A dry run changes nothing, so only real replays are audited.
-            report = await (matching() if dry_run else admin.run("replay_all", name, matching))
+            report = await (
+                matching()
+                if dry_run
+                else admin.run("replay_all", name, matching, effect=replay_effect)
+            )
             data: dict[str, Any] = msgspec.to_builtins(report)
             return data
 
@@ -189,7 +194,7 @@ class FileClient:
         async def replay(admin: AuditedAdmin) -> dict[str, Any]:
             replays = admin.registry.replays
             one = lambda: replays.replay(name, failure_id, force=force)  # noqa: E731
-            outcome = await admin.run("replay", name, one)
+            outcome = await admin.run("replay", name, one, effect=replay_effect)
             data: dict[str, Any] = msgspec.to_builtins(outcome)
             return data
 

@@ -131,19 +131,24 @@ class AuditedAdmin:
         *,
         named: list[str] | None = None,
         new: bool = False,
+        effect: Callable[[T], dict[str, Any]] | None = None,
     ) -> T:
         """Run ``operation`` (``action`` on ``plugin``; every plugin for ``None``) and record it.
 
         For an operation that creates the plugin, ``new`` says so and ``named`` receives its
-        name once known. Surfaces audit actions beyond the registry's own this way (replays).
+        name once known. Surfaces audit actions beyond the registry's own this way (replays);
+        ``effect`` turns such an operation's result into the dotted paths it changed beyond the
+        plugin's metadata (``failures.42.replay``), recorded with ``after``.
         """
         registry = self.registry
         before = {} if new else snapshot(registry, plugin)
         revision = registry.revision
         outcome: Outcome = "ok"
         error: str | None = None
+        results: list[T] = []
         try:
-            return await operation()
+            results.append(await operation())
+            return results[0]
         except anyio.get_cancelled_exc_class():
             outcome, error = "cancelled", "the request was cancelled"
             raise
@@ -155,6 +160,8 @@ class AuditedAdmin:
             # A failed install changed nothing, even if a plugin of that name exists.
             after = snapshot(registry, plugin) if outcome == "ok" or not new else {}
             old, changed = diff(before, after)
+            if effect is not None and results:
+                changed = {**changed, **effect(results[0])}
             fields = {
                 "time": datetime.now(UTC),
                 "actor": self.actor.name,

@@ -34,6 +34,7 @@ from agent_pm.errors import (
     PluginNotFoundError,
     ReplayRateError,
 )
+from agent_pm.plugins.replay import replay_effect
 
 __all__ = ["routes"]
 
@@ -272,7 +273,8 @@ async def _replayed(
     notice = error = None
     status = 200
     try:
-        outcome = await _admin(request, session).run(action, name, lambda: replay)
+        admin = _admin(request, session)
+        outcome = await admin.run(action, name, lambda: replay, effect=replay_effect)
         notice = failures_ui.replay_notice(outcome)
     except AgentPMError as exc:
         error, status = str(exc), 429 if isinstance(exc, ReplayRateError) else 409

@@ -28,7 +28,7 @@ from agent_pm.errors import PluginNotFoundError
 from agent_pm.plugins.failures import Failure, FailureFilter, FailureState, StoreStats, parse_since
 from agent_pm.plugins.manifest import HookName
 from agent_pm.plugins.registry import PluginRegistry
-from agent_pm.plugins.replay import ReplayOutcome, ReplayReport
+from agent_pm.plugins.replay import ReplayOutcome, ReplayReport, discard_effect, replay_effect
 
 __all__ = ["OPERATIONS", "routes"]
 
@@ -171,7 +171,7 @@ async def replay_one(request: Request) -> Response:
     _configured(registry, name)
     force = _flag(request.query_params.get("force"), "force")
     replay = lambda: registry.replays.replay(name, failure_id, force=force)  # noqa: E731
-    outcome = await admin_of(request).run("replay", name, replay)
+    outcome = await admin_of(request).run("replay", name, replay, effect=replay_effect)
     return reply(request, _safe(outcome))
 
 
@@ -197,7 +197,10 @@ async def replay_matching(request: Request) -> Response:
         return registry.replays.replay_matching(where, limit=limit, dry_run=dry_run)
 
     # A dry run changes nothing, so only real replays are audited.
-    report = await (replay() if dry_run else admin_of(request).run("replay_all", name, replay))
+    admin = admin_of(request)
+    report = await (
+        replay() if dry_run else admin.run("replay_all", name, replay, effect=replay_effect)
+    )
     outcomes = [_safe(outcome) for outcome in report.outcomes]
     return reply(request, msgspec.structs.replace(report, outcomes=outcomes))
 
@@ -214,7 +217,8 @@ async def discard_one(request: Request) -> Response:
     await anyio.to_thread.run_sync(store.get, name, failure_id)  # 404 when there is none
     where = FailureFilter(name, ids=(failure_id,))
     discard = lambda: anyio.to_thread.run_sync(store.discard, where)  # noqa: E731
-    return reply(request, Discarded(name, await admin_of(request).run("discard", name, discard)))
+    count = await admin_of(request).run("discard", name, discard, effect=discard_effect)
+    return reply(request, Discarded(name, count))
 
 
 async def discard_matching(request: Request) -> Response:
@@ -223,7 +227,7 @@ async def discard_matching(request: Request) -> Response:
     await _known(registry, name)
     where = _filter(name, request.query_params)
     discard = lambda: anyio.to_thread.run_sync(registry.failures.store.discard, where)  # noqa: E731
-    count = await admin_of(request).run("discard", name, discard)
+    count = await admin_of(request).run("discard", name, discard, effect=discard_effect)
     return reply(request, Discarded(name, count))
 
 

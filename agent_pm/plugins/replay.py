@@ -28,9 +28,9 @@ from agent_pm.plugins.failures import Failure, FailureFilter
 from agent_pm.plugins.recorder import FailureRecorder
 from agent_pm.plugins.telemetry import now
 
-__all__ = ["ReplayOutcome", "ReplayReport", "Replays"]
+__all__ = ["ReplayOutcome", "ReplayReport", "Replays", "discard_effect", "replay_effect"]
 
-logger = logging.getLogger("agent_pm.audit")
+logger = logging.getLogger(__name__)
 FireOn = Callable[[str, str, dict[str, Any]], Awaitable[HookResult]]
 
 
@@ -58,6 +58,21 @@ class ReplayReport(msgspec.Struct, frozen=True):
     failed: int = 0
     remaining: int = 0
     outcomes: list[ReplayOutcome] = msgspec.field(default_factory=list)
+
+
+def replay_effect(result: ReplayOutcome | ReplayReport) -> dict[str, Any]:
+    """What a replay did to each failure, as the audit log's dotted paths: the replay's status,
+    or ``refused``."""
+    outcomes = result.outcomes if isinstance(result, ReplayReport) else [result]
+    return {
+        f"failures.{o.failure}.replay": o.result.status if o.result is not None else "refused"
+        for o in outcomes
+    }
+
+
+def discard_effect(count: int) -> dict[str, Any]:
+    """How many failures a discard deleted, for the audit log."""
+    return {"failures.discarded": count}
 
 
 class Replays:

@@ -322,4 +322,13 @@ async def test_replays_and_discards_are_audited_but_dry_runs_are_not(
         ("replay_all", "exporter", "ok"),
         ("discard", "exporter", "ok"),
     ]
+    # What each action did to the failures: the token is still wrong, so the replays fail.
+    assert [r["after"] for r in records] == [
+        {f"failures.{failure['id']}.replay": "error"},
+        {
+            f"failures.{failure['id'] - 1}.replay": "error",
+            f"failures.{failure['id']}.replay": "error",
+        },
+        {"failures.discarded": 2},
+    ]
     assert BAD_TOKEN not in str(records)
