@@ -1,10 +1,15 @@
-"""The telemetry bus: publish/subscribe with bounded per-subscriber buffers and a replay ring.
+"""The telemetry bus: one shared ring of messages that every subscriber reads with a cursor.
 
 Every hook sample and every plugin state change is published here with a sequence number that
-strictly increases. Publishing never blocks: each subscriber has its own bounded buffer, and when
-it is full the oldest message is dropped and counted, so the subscriber next receives a
-:class:`Lagged` notice saying how many it missed. Recent messages stay in a replay ring so a
-subscriber can backfill from a ``since`` sequence number.
+strictly increases. Publishing stores the message in the ring and touches no subscriber: each
+subscriber holds a cursor into the ring and applies its filters when it drains, so publishing
+costs the same with one subscriber or a thousand. A subscriber waiting for messages is woken at
+most once per event-loop iteration however many messages arrive in it.
+
+Each subscriber is bounded: of the live messages it wants and has not drained, only the newest
+``capacity`` are kept; the older ones are dropped and counted, and it next receives a
+:class:`Lagged` notice saying how many it missed. The last ``replay_size`` messages can be
+replayed to a subscriber from a ``since`` sequence number.
 
 The in-process :class:`Bus` is the embedded implementation; everything that publishes or
 subscribes goes through its small interface (``next_seq``, ``publish``, ``subscribe``), so a
@@ -13,14 +18,16 @@ networked backend can stand in for it.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections import deque
-from collections.abc import Collection, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import count
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 __all__ = ["Bus", "Lagged", "Message", "StateChange", "Subscription"]
@@ -59,26 +66,29 @@ class Lagged(msgspec.Struct, frozen=True, tag="lagged", tag_field="type"):
 
 
 class Subscription:
-    """One subscriber's bounded view of the bus; use it through :meth:`Bus.subscribe`.
+    """One subscriber's cursor into the bus; use it through :meth:`Bus.subscribe`.
 
-    Live messages wait in a buffer of ``capacity`` (the oldest is dropped when it is full and
-    reported by a :class:`Lagged` notice). Messages replayed from the ring wait in a separate
-    backlog, bounded by the ring itself, so a backfill of the whole ring never overflows the
-    live buffer; the backlog is delivered first.
+    Messages between ``cursor`` and ``live_from`` (ring positions) were replayed from a
+    ``since``: that backlog is bounded by the replay window only and is delivered first. After
+    ``live_from`` come live messages, of which only the newest ``capacity`` wanted ones are
+    kept. A subscriber that falls behind the whole ring loses what left it, counted in its next
+    :class:`Lagged` notice (all of it: the bus no longer knows which of those it wanted).
     """
 
-    def __init__(self, capacity: int, plugins: Collection[str], hooks: Collection[str]) -> None:
+    def __init__(
+        self, bus: Bus, capacity: int, plugins: Collection[str], hooks: Collection[str]
+    ) -> None:
         self.capacity = capacity
         self.plugins = frozenset(plugins)
         self.hooks = frozenset(hooks)
-        self.missed = 0
-        self.missed_until = 0
-        self._buffer: deque[Any] = deque()
-        self._backlog: deque[Any] = deque()
+        self.cursor = self.live_from = bus.position
+        self.closed = False
+        self._bus = bus
+        self._missed = 0
+        self._missed_until = 0
         self._gap: Lagged | None = None
         self._wakeup: anyio.Event | None = None
         self._woken = False
-        self.closed = False
 
     def wants(self, message: Message) -> bool:
         plugin, hook = message.topic
@@ -86,39 +96,34 @@ class Subscription:
             return False
         return not (self.hooks and hook is not None and hook not in self.hooks)
 
-    def push(self, message: Message) -> None:
-        buffer = self._buffer
-        if len(buffer) >= self.capacity:
-            self.missed += 1
-            self.missed_until = buffer.popleft().seq
-        buffer.append(message)
-        if self._wakeup is not None:
-            self._wakeup.set()
-
     def __len__(self) -> int:
-        """How many live messages are buffered (never more than ``capacity``)."""
-        return len(self._buffer)
+        """How many live messages are waiting (never more than ``capacity``)."""
+        dropped, wanted = self._live()
+        return len(wanted) - dropped
 
     @property
     def backlog(self) -> int:
         """How many replayed messages are still waiting to be drained."""
-        return len(self._backlog)
+        return len(self._backlog())
+
+    @property
+    def missed(self) -> int:
+        """Messages dropped for this subscriber and not yet reported by a ``Lagged`` notice."""
+        return self._missed + self._lost()[0] + self._live()[0]
 
     def refilter(self, plugins: Collection[str], hooks: Collection[str]) -> None:
-        """Forget everything buffered and select messages by these topics from now on."""
+        """Forget everything waiting and select messages by these topics from now on."""
         self.plugins = frozenset(plugins)
         self.hooks = frozenset(hooks)
-        self._buffer.clear()
-        self._backlog.clear()
+        self.cursor = self.live_from = self._bus.position
         self._gap = None
-        self.missed = 0
+        self._missed = 0
 
-    def backfill(self, messages: list[Any], evicted: int, until: int) -> None:
-        """Queue replayed ``messages`` ahead of live ones, after a notice for ``evicted``."""
+    def backfill(self, start: int, evicted: int, until: int) -> None:
+        """Deliver the ring from position ``start`` first, after a notice for ``evicted``."""
         self._gap = Lagged(evicted, until) if evicted else None
-        self._backlog.extend(messages)
-        if self._wakeup is not None and self._ready():
-            self._wakeup.set()
+        self.cursor = start
+        self.notify()
 
     def drain(self, limit: int | None = None) -> list[Any]:
         """Take what is waiting, in sequence order, with ``Lagged`` notices where messages
@@ -127,48 +132,86 @@ class Subscription:
         if self._gap is not None:
             batch.append(self._gap)
             self._gap = None
-        room = _take(self._backlog, batch, limit)
-        if self._backlog:
+        lost, until = self._lost()
+        if lost:
+            self._drop(lost, until)
+            self.cursor += lost
+        room = self._take(self._backlog(), self.live_from, batch, limit)
+        if self.cursor < self.live_from:
             return batch
-        if self.missed:
-            batch.append(Lagged(self.missed, self.missed_until))
-            self.missed = 0
-        _take(self._buffer, batch, room)
+        dropped, wanted = self._live()
+        if dropped:
+            self._drop(dropped, self._bus.seq_at(wanted[dropped - 1]))
+        if self._missed:
+            batch.append(Lagged(self._missed, self._missed_until))
+            self._missed = 0
+        self._take(wanted[dropped:], self._bus.position, batch, room)
         return batch
 
-    def _ready(self) -> bool:
-        return bool(self._buffer or self.missed or self._backlog or self._gap or self._woken)
+    def _take(
+        self, positions: Sequence[int], stop: int, batch: list[Any], limit: int | None
+    ) -> int | None:
+        """Move the messages at up to ``limit`` of ``positions`` to ``batch`` and the cursor
+        past them (to ``stop`` once all are taken); return the room left."""
+        taken = positions if limit is None else positions[:limit]
+        batch.extend(self._bus.messages(taken))
+        if len(taken) < len(positions):
+            self.cursor = positions[len(taken)]
+        else:
+            self.cursor = max(self.cursor, stop)
+        return None if limit is None else limit - len(taken)
+
+    def _drop(self, count: int, until: int) -> None:
+        self._missed += count
+        self._missed_until = until
+
+    def _lost(self) -> tuple[int, int]:
+        """How many unread messages have left the ring, and the seq below the oldest kept."""
+        oldest = self._bus.oldest
+        if self.cursor >= oldest:
+            return 0, 0
+        return oldest - self.cursor, self._bus.seq_at(oldest) - 1
+
+    def _backlog(self) -> Sequence[int]:
+        """Ring positions of the replayed messages still waiting."""
+        return self._bus.wanted(self, max(self.cursor, self._bus.oldest), self.live_from)
+
+    def _live(self) -> tuple[int, Sequence[int]]:
+        """Positions of the wanted live messages, and how many of the oldest are beyond
+        ``capacity`` (dropped)."""
+        start = max(self.cursor, self.live_from, self._bus.oldest)
+        wanted = self._bus.wanted(self, start, self._bus.position)
+        return max(0, len(wanted) - self.capacity), wanted
 
     async def receive(self, limit: int | None = None) -> list[Any]:
-        """Wait until something is buffered (or :meth:`wake` is called), then drain it."""
-        while not self._ready():
+        """Wait until something is waiting (or :meth:`wake` is called), then drain it."""
+        while True:
+            batch = self.drain(limit)
+            if batch or self._woken:
+                self._woken = False
+                return batch
             if self.closed:
                 raise anyio.EndOfStream
             self._wakeup = anyio.Event()
+            self._bus.wait(self)
             try:
                 await self._wakeup.wait()
             finally:
                 self._wakeup = None
-        self._woken = False
-        return self.drain(limit)
+                self._bus.unwait(self)
 
     def wake(self) -> None:
         """Make a waiting :meth:`receive` return, even with nothing to deliver."""
         self._woken = True
+        self.notify()
+
+    def notify(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
 
     def close(self) -> None:
         self.closed = True
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-
-def _take(source: deque[Any], batch: list[Any], limit: int | None) -> int | None:
-    """Move up to ``limit`` messages from ``source`` to ``batch``; return the room left."""
-    take = len(source) if limit is None else min(limit, len(source))
-    batch.extend(source.popleft() for _ in range(take))
-    return None if limit is None else limit - take
+        self.notify()
 
 
 class Bus:
@@ -180,34 +223,92 @@ class Bus:
         self.buffer_size = buffer_size
         self._counter = count(1)
         self._seq = 0
-        self._ring: deque[Any] = deque(maxlen=replay_size)
+        # Ring slot of position p is p % len(ring): positions count every message published.
+        self._ring: list[Any] = [None] * max(replay_size, buffer_size)
+        self.position = 0
         self._json: dict[int, tuple[Any, bytes]] = {}
         self._subscribers: list[Subscription] = []
+        self._waiting: dict[Subscription, None] = {}
+        self._call_soon: Callable[[Callable[[], None]], Any] | None = None
+        self._wake_scheduled = False
 
     @property
     def seq(self) -> int:
         """The sequence number of the last published message."""
         return self._seq
 
+    @property
+    def oldest(self) -> int:
+        """The ring position of the oldest message still kept."""
+        return max(0, self.position - len(self._ring))
+
+    @property
+    def replayable(self) -> int:
+        """The ring position of the oldest message a ``since`` can still replay."""
+        return max(0, self.position - self.replay_size)
+
+    def seq_at(self, position: int) -> int:
+        seq: int = self._ring[position % len(self._ring)].seq
+        return seq
+
     def next_seq(self) -> int:
         self._seq = next(self._counter)
         return self._seq
 
     def publish(self, message: Message) -> None:
-        """Store ``message`` in the replay ring and hand it to every interested subscriber."""
+        """Store ``message`` in the ring; subscribers waiting are woken once this iteration.
+
+        Call it from the event loop's thread: the wake-up is scheduled on the running loop.
+        """
         ring = self._ring
-        if len(ring) == self.replay_size:
-            self._json.pop(ring[0].seq, None)
-        ring.append(message)
-        for subscription in self._subscribers:
-            if subscription.wants(message):
-                subscription.push(message)
+        leaving = self.position - self.replay_size
+        if leaving >= 0 and self._json:
+            self._json.pop(ring[leaving % len(ring)].seq, None)
+        ring[self.position % len(ring)] = message
+        self.position += 1
+        if self._waiting and not self._wake_scheduled:
+            self._wake_scheduled = True
+            assert self._call_soon is not None
+            self._call_soon(self._wake_waiting)
+
+    def _wake_waiting(self) -> None:
+        self._wake_scheduled = False
+        waiting, self._waiting = self._waiting, {}
+        for subscription in waiting:
+            subscription.notify()
+
+    def wait(self, subscription: Subscription) -> None:
+        """Wake ``subscription`` on the next publish (called from its ``receive``)."""
+        self._call_soon = _loop_call_soon()
+        self._waiting[subscription] = None
+
+    def unwait(self, subscription: Subscription) -> None:
+        self._waiting.pop(subscription, None)
+
+    def wanted(self, subscription: Subscription, start: int, stop: int) -> Sequence[int]:
+        """Ring positions in ``[start, stop)`` of the messages ``subscription`` wants."""
+        if not (subscription.plugins or subscription.hooks):
+            return range(start, max(start, stop))
+        ring = self._ring
+        size = len(ring)
+        return [p for p in range(start, stop) if subscription.wants(ring[p % size])]
+
+    def messages(self, positions: Sequence[int]) -> list[Any]:
+        """The messages at ``positions`` (each still in the ring)."""
+        ring = self._ring
+        size = len(ring)
+        if isinstance(positions, range) and positions:
+            first, last = positions[0] % size, positions[-1] % size
+            if first <= last:
+                return ring[first : last + 1]
+            return ring[first:] + ring[: last + 1]
+        return [ring[p % size] for p in positions]
 
     def encode(self, message: Any) -> bytes:
         """``message`` as JSON, encoded once however many subscribers send it.
 
-        The bytes are cached while the message is in the replay ring; anything else (a
-        ``Lagged`` notice, a message already evicted) is encoded on each call.
+        The bytes are cached while the message can be replayed; anything else (a ``Lagged``
+        notice, an older message) is encoded on each call.
         """
         seq = message.seq
         cached = self._json.get(seq)
@@ -215,18 +316,28 @@ class Bus:
         if cached is not None and cached[0] is message:
             return cached[1]
         data = _encoder.encode(message)
-        ring = self._ring
-        if ring and seq >= ring[0].seq and not isinstance(message, Lagged):
+        replayable = self.replayable
+        if (
+            self.position > replayable
+            and seq >= self.seq_at(replayable)
+            and not isinstance(message, Lagged)
+        ):
             self._json[seq] = (message, data)
         return data
 
+    def replay_start(self, since: int) -> tuple[int, int]:
+        """The ring position of the first message after ``since`` within the replay window,
+        and how many messages after ``since`` already left that window."""
+        first = self.replayable
+        oldest = self.seq_at(first) if first < self.position else self._seq + 1
+        evicted = max(0, min(oldest, self._seq + 1) - since - 1)
+        positions = range(first, self.position)
+        return first + bisect_right(positions, since, key=self.seq_at), evicted
+
     def replay(self, since: int, subscription: Subscription) -> tuple[list[Any], int]:
         """Ring messages after ``since`` that ``subscription`` wants, and how many were evicted."""
-        ring = self._ring
-        oldest = ring[0].seq if ring else self._seq + 1
-        evicted = max(0, min(oldest, self._seq + 1) - since - 1)
-        kept = [m for m in ring if m.seq > since and subscription.wants(m)]
-        return kept, evicted
+        start, evicted = self.replay_start(since)
+        return self.messages(self.wanted(subscription, start, self.position)), evicted
 
     @contextmanager
     def subscribe(
@@ -238,7 +349,9 @@ class Bus:
         capacity: int | None = None,
     ) -> Iterator[Subscription]:
         """Subscribe for the ``with`` block, first backfilling what came after ``since``."""
-        subscription = Subscription(capacity or self.buffer_size, plugins, hooks)
+        capacity = capacity or self.buffer_size
+        self._reserve(capacity)
+        subscription = Subscription(self, capacity, plugins, hooks)
         if since is not None:
             self._backfill(subscription, since)
         self._subscribers.append(subscription)
@@ -246,6 +359,7 @@ class Bus:
             yield subscription
         finally:
             self._subscribers.remove(subscription)
+            self.unwait(subscription)
             subscription.close()
 
     def resubscribe(
@@ -258,7 +372,7 @@ class Bus:
     ) -> None:
         """Give ``subscription`` new topics and restart it after ``since`` (``None``: now).
 
-        What it had buffered is discarded; the backfill from the ring replaces it, so a
+        What it had waiting is discarded; the backfill from the ring replaces it, so a
         subscriber that resubscribes from the last seq it took loses nothing the ring holds.
         """
         subscription.refilter(plugins, hooks)
@@ -266,13 +380,32 @@ class Bus:
             self._backfill(subscription, since)
 
     def _backfill(self, subscription: Subscription, since: int) -> None:
-        backlog, evicted = self.replay(since, subscription)
-        subscription.backfill(backlog, evicted, since + evicted)
+        start, evicted = self.replay_start(since)
+        subscription.backfill(start, evicted, since + evicted)
+
+    def _reserve(self, capacity: int) -> None:
+        """Grow the ring so it can hold ``capacity`` messages for one subscriber."""
+        size = len(self._ring)
+        if capacity <= size:
+            return
+        ring: list[Any] = [None] * capacity
+        for position in range(self.oldest, self.position):
+            ring[position % capacity] = self._ring[position % size]
+        self._ring = ring
 
     def close(self) -> None:
         """Wake every subscriber so it sees the end of the stream."""
         for subscription in list(self._subscribers):
             subscription.close()
+
+
+def _loop_call_soon() -> Callable[[Callable[[], None]], Any]:
+    """How to run a callback on the running event loop soon (asyncio or trio)."""
+    try:
+        return asyncio.get_running_loop().call_soon
+    except RuntimeError:
+        native: Any = anyio.lowlevel.current_token().native_token
+        return native.run_sync_soon  # type: ignore[no-any-return]
 
 
 _encoder = msgspec.json.Encoder()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 
 import anyio
 import msgspec
 import pytest
 
-from agent_pm.plugins.bus import Bus, Lagged, StateChange
+from agent_pm.plugins.bus import Bus, Lagged, StateChange, Subscription
 from agent_pm.plugins.telemetry import HookSample, now
 
 pytestmark = pytest.mark.anyio
@@ -173,3 +174,103 @@ def test_bus_replay_since_backfills_without_gaps_or_repeats() -> None:
         batch = subscription.drain()
     assert batch[0] == Lagged(missed=3, seq=4)  # seqs 2-4 left the ring
     assert [m.seq for m in batch[1:]] == [5, 6, 7, 8, 9]
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_publish_touches_no_subscriber_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    bus = Bus()
+    checked: list[object] = []
+    original = Subscription.wants
+    monkeypatch.setattr(Subscription, "wants", lambda s, m: checked.append(m) or original(s, m))
+    with contextlib.ExitStack() as stack:
+        subs = [stack.enter_context(bus.subscribe(plugins=["echo"])) for _ in range(100)]
+        before = [dict(vars(sub)) for sub in subs]
+        for _ in range(50):
+            publish(bus)
+        assert [vars(sub) for sub in subs] == before
+        assert checked == []
+        assert seqs(subs[0].drain()) == list(range(1, 51))
+    assert len(checked) == 50  # the filter runs when a subscriber drains, once per message
+
+
+async def test_waiting_subscriber_is_woken_once_however_many_messages_arrive() -> None:
+    bus = Bus()
+    wakes = 0
+    wake_waiting = bus._wake_waiting
+
+    def counting() -> None:
+        nonlocal wakes
+        wakes += 1
+        wake_waiting()
+
+    bus._wake_waiting = counting  # type: ignore[method-assign]
+    batches: list[list[object]] = []
+    with bus.subscribe() as first, bus.subscribe() as second:
+        async with anyio.create_task_group() as tg:
+            for sub in (first, second):
+                tg.start_soon(lambda s=sub: _receive_into(s, batches))
+            await anyio.wait_all_tasks_blocked()
+            for _ in range(100):
+                publish(bus)
+            await anyio.wait_all_tasks_blocked()
+    assert wakes == 1
+    assert [seqs(batch) for batch in batches] == [list(range(1, 101))] * 2
+
+
+async def _receive_into(sub: Subscription, batches: list[list[object]]) -> None:
+    batches.append(await sub.receive())
+
+
+async def test_filtered_subscriber_sleeps_through_messages_it_does_not_want() -> None:
+    bus = Bus()
+    batches: list[list[object]] = []
+    with bus.subscribe(plugins=["a"]) as sub:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_receive_into, sub, batches)
+            await anyio.wait_all_tasks_blocked()
+            publish(bus, "b")
+            await anyio.wait_all_tasks_blocked()
+            assert batches == []
+            publish(bus, "a")
+    assert [seqs(batch) for batch in batches] == [[2]]
+
+
+def test_subscriber_behind_the_whole_ring_is_told_what_it_lost() -> None:
+    bus = Bus(replay_size=5, buffer_size=5)
+    with bus.subscribe() as sub:
+        for _ in range(12):
+            publish(bus)
+        assert sub.missed == 7 and len(sub) == 5
+        batch = sub.drain()
+    assert batch[0] == Lagged(missed=7, seq=7)
+    assert seqs(batch[1:]) == [8, 9, 10, 11, 12]
+
+
+def test_capacity_beyond_the_ring_keeps_its_bound_and_replay_keeps_its_window() -> None:
+    bus = Bus(replay_size=4, buffer_size=4)
+    with bus.subscribe(capacity=10) as big:
+        for _ in range(12):
+            publish(bus)
+        batch = big.drain()
+    assert batch[0] == Lagged(missed=2, seq=2)
+    assert seqs(batch[1:]) == list(range(3, 13))
+    with bus.subscribe(since=0) as late:
+        batch = late.drain()
+    assert batch[0] == Lagged(missed=8, seq=8)
+    assert seqs(batch[1:]) == [9, 10, 11, 12]
+
+
+def test_filtered_subscriber_lag_counts_only_what_it_wanted() -> None:
+    bus = Bus(buffer_size=2, replay_size=100)
+    with bus.subscribe(plugins=["a"]) as sub:
+        for plugin in "abababa":
+            publish(bus, plugin)
+        assert sub.missed == 2
+        batch = sub.drain(limit=1)
+        rest = sub.drain()
+    assert batch == [Lagged(missed=2, seq=3), bus._ring[4]]
+    assert seqs(rest) == [7]
