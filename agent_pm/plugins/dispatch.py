@@ -1,13 +1,16 @@
 """Hook dispatch: run one hook on many plugins concurrently, each under its timeout.
 
-Async handlers run as tasks in the event loop, sync handlers in worker threads behind a
-per-plugin capacity limiter, so a plugin that blocks forever only ever uses its own slots. Every
-invocation becomes one :class:`HookResult` for the caller and one telemetry sample.
+Async handlers run in the event loop, sync handlers in worker threads behind a per-plugin
+capacity limiter, so a plugin that blocks forever only ever uses its own slots. Every invocation
+becomes one :class:`HookResult` for the caller and one telemetry sample.
 
-On asyncio the fan-out uses the loop's tasks directly with one timer per distinct timeout: an
-anyio task group plus a cancel scope per plugin costs about six times a bare ``asyncio.gather``,
-which is too much on the hot path (``benchmarks/dispatch.py`` measures it). Other backends
-(trio) take the portable anyio path; both produce identical results.
+On asyncio each handler starts eagerly (:mod:`agent_pm.plugins.eager`): its first step runs at
+once, in a task of its own, so a handler that returns without suspending is never scheduled, and
+only those that suspend are waited for, with one timer per distinct timeout. An anyio task group
+plus a cancel scope per plugin costs about six times a bare ``asyncio.gather``, which is too much
+on the hot path (``benchmarks/dispatch.py`` measures it). Trio has no eager tasks (a trio task's
+first step runs only when the scheduler gets to it), so it takes the portable anyio path with a
+task per handler; both backends produce identical results.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from contextvars import copy_context
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.from_thread
@@ -26,6 +30,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
+from agent_pm.plugins.eager import start_task
 from agent_pm.plugins.loopcall import call_soon
 from agent_pm.plugins.telemetry import Status
 
@@ -54,11 +59,25 @@ class Target:
     limiter: anyio.CapacityLimiter
     skip_reason: str | None = None
 
-    def start(self, payload: dict[str, Any]) -> Any:
-        """The awaitable that runs the handler (calling an async handler can raise TypeError)."""
+    def refusal(self) -> tuple[Status, str] | None:
+        """Why this call is not made at all, decided before anything starts: a status and
+        the reason recorded with it."""
+        return None if self.skip_reason is None else ("skipped", self.skip_reason)
+
+    def start(self, payload: dict[str, Any]) -> Coroutine[Any, Any, Any]:
+        """The coroutine that runs the handler (calling an async handler can raise TypeError)."""
         if self.is_async:
-            return self.handler(**payload)
+            return self.handler(**payload)  # type: ignore[no-any-return]
         return run_in_thread(partial(self.handler, **payload), self.limiter)
+
+
+class Running(NamedTuple):
+    """A handler that suspended in its first step: where its result goes, and its task."""
+
+    slot: int
+    target: Target
+    task: asyncio.Task[Any]
+    started: float
 
 
 async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter) -> Any:
@@ -144,49 +163,73 @@ class Dispatcher:
         if not targets:
             return []
         try:
-            asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
             return await self._fire_anyio(hook, payload, targets)
-        return await self._fire_asyncio(hook, payload, targets)
+        return await self._fire_asyncio(loop, hook, payload, targets)
 
-    def _skip(self, target: Target, hook: str) -> HookResult:
-        return self._result(target, hook, "skipped", 0.0, error=target.skip_reason)
+    def _refuse(self, target: Target, hook: str) -> HookResult | None:
+        refusal = target.refusal()
+        if refusal is None:
+            return None
+        status, reason = refusal
+        return self._result(target, hook, status, 0.0, error=reason)
 
     async def _fire_asyncio(
-        self, hook: str, payload: dict[str, Any], targets: Sequence[Target]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        hook: str,
+        payload: dict[str, Any],
+        targets: Sequence[Target],
     ) -> list[HookResult]:
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        deadline_base = loop.time()
+        """Start every handler eagerly; only those that suspend are waited for, under timers."""
+        began = loop.time()
+        caller = asyncio.current_task(loop)
         results: list[HookResult | None] = [None] * len(targets)
+        running: list[Running] = []
+        for index, target in enumerate(targets):
+            refused = self._refuse(target, hook)
+            if refused is not None:
+                results[index] = refused
+                continue
+            started = time.perf_counter()
+            try:
+                coro = target.start(payload)
+                task = start_task(loop, coro, copy_context(), target.plugin, caller)
+            except Exception as exc:
+                results[index] = self._result(target, hook, "error", 0.0, error=describe(exc))
+                continue
+            if task.done():
+                elapsed = (time.perf_counter() - started) * 1000
+                results[index] = self._outcome(target, hook, task, False, elapsed)
+            else:
+                running.append(Running(index, target, task, started))
+        if running:
+            await self._wait(loop, began, hook, running, results)
+        return results  # type: ignore[return-value]
+
+    async def _wait(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        began: float,
+        hook: str,
+        running: list[Running],
+        results: list[HookResult | None],
+    ) -> None:
+        """Wait for the suspended handlers, cancelling each group at its timeout."""
         expired: set[asyncio.Task[Any]] = set()
         groups: dict[float, list[asyncio.Task[Any]]] = {}
-        tasks: list[asyncio.Task[Any]] = []
         all_done = loop.create_future()
-        pending = len(targets)
+        pending = len(running)
 
-        def finish(index: int, target: Target, task: asyncio.Task[Any]) -> None:
+        def finish(call: Running, task: asyncio.Task[Any]) -> None:
             nonlocal pending
-            elapsed = (time.perf_counter() - started) * 1000
-            results[index] = self._outcome(target, hook, task, task in expired, elapsed)
+            elapsed = (time.perf_counter() - call.started) * 1000
+            timed_out = task in expired
+            results[call.slot] = self._outcome(call.target, hook, task, timed_out, elapsed)
             pending -= 1
             if not pending and not all_done.done():
                 all_done.set_result(None)
-
-        for index, target in enumerate(targets):
-            if target.skip_reason is not None:
-                results[index] = self._skip(target, hook)
-                pending -= 1
-                continue
-            try:
-                task = loop.create_task(target.start(payload))
-            except Exception as exc:
-                results[index] = self._result(target, hook, "error", 0.0, error=describe(exc))
-                pending -= 1
-                continue
-            task.add_done_callback(partial(finish, index, target))
-            tasks.append(task)
-            groups.setdefault(target.timeout, []).append(task)
 
         def expire(group: list[asyncio.Task[Any]]) -> None:
             for task in group:
@@ -194,10 +237,13 @@ class Dispatcher:
                     expired.add(task)
                     task.cancel()
 
-        timers = [loop.call_at(deadline_base + t, expire, group) for t, group in groups.items()]
+        for call in running:
+            call.task.add_done_callback(partial(finish, call))
+            groups.setdefault(call.target.timeout, []).append(call.task)
+        timers = [loop.call_at(began + t, expire, group) for t, group in groups.items()]
+        tasks = [call.task for call in running]
         try:
-            if pending:
-                await all_done
+            await all_done
         except asyncio.CancelledError:
             for task in tasks:
                 task.cancel()
@@ -208,7 +254,6 @@ class Dispatcher:
         finally:
             for timer in timers:
                 timer.cancel()
-        return results  # type: ignore[return-value]
 
     def _outcome(
         self, target: Target, hook: str, task: asyncio.Task[Any], timed_out: bool, elapsed: float
@@ -228,8 +273,9 @@ class Dispatcher:
         results: list[HookResult | None] = [None] * len(targets)
         async with anyio.create_task_group() as group:
             for index, target in enumerate(targets):
-                if target.skip_reason is not None:
-                    results[index] = self._skip(target, hook)
+                refused = self._refuse(target, hook)
+                if refused is not None:
+                    results[index] = refused
                 else:
                     group.start_soon(self._run_one, hook, payload, target, results, index)
         return results  # type: ignore[return-value]

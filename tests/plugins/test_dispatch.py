@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import anyio
 import pytest
 
-from tests.fixtures.plugins import Blocking, Gate
+from tests.fixtures.plugins import Blocking, Gate, step_var
 
 pytestmark = pytest.mark.anyio
 
@@ -128,3 +129,78 @@ def test_dispatch_thread_that_outlives_its_loop_still_ends(tmp_path) -> None:
     finally:
         Blocking.release.set()
         loop.close()
+
+
+SHAPES = {
+    "return": ("success", "return", None),
+    "once": ("success", "once", None),
+    "many": ("success", "many", None),
+    "raise_before": ("error", None, "ValueError: before"),
+    "raise_after": ("error", None, "ValueError: after"),
+    "stop_iteration": ("error", None, "RuntimeError: coroutine raised StopIteration"),
+    "scoped": ("success", "scoped", None),
+    "context": ("success", "handler", None),
+    "forever": ("timeout", None, "timed out after 0.3 s"),
+}
+
+
+def steppers(entry, modes, timeout: float = 0.3) -> list[str]:
+    return [entry("Stepper", name=m, config={"mode": m}, timeout_seconds=timeout) for m in modes]
+
+
+async def test_dispatch_every_handler_shape_has_the_same_outcome_on_each_backend(
+    registry_factory, entry
+) -> None:
+    async with registry_factory(*steppers(entry, SHAPES)) as registry:
+        with anyio.fail_after(10):
+            results = await registry.fire("step")
+        history = {mode: registry.history(mode)["step"] for mode in SHAPES}
+    assert step_var.get() == "caller"  # what a handler sets stays in its own context
+    assert [r.plugin for r in results] == list(SHAPES)
+    for (mode, expected), result in zip(SHAPES.items(), results, strict=True):
+        assert (result.status, result.value, result.error) == expected, mode
+        [sample] = history[mode]
+        assert (sample["status"], sample["error"]) == (result.status, result.error)
+        assert sample["duration_ms"] == round(result.duration_ms, 3)
+    assert results[-1].duration_ms >= 300
+
+
+async def test_dispatch_handler_blocking_its_first_step_is_a_timeout_not_a_stall(
+    registry_factory, entry
+) -> None:
+    entries = [*steppers(entry, ["block_first"], 0.2), *steppers(entry, ["once", "return"], 5)]
+    async with registry_factory(*entries) as registry:
+        blocked, once, at_once = await registry.fire("step")
+    assert blocked.status == "timeout" and blocked.duration_ms >= 400
+    assert blocked.error is not None and "past its 0.2 s timeout" in blocked.error
+    assert (once.status, once.value, at_once.status, at_once.value) == (
+        "success",
+        "once",
+        "success",
+        "return",
+    )
+
+
+async def test_dispatch_caller_cancellation_keeps_what_finished_at_once(
+    registry_factory, entry
+) -> None:
+    async with registry_factory(*steppers(entry, ["return", "forever"], 30)) as registry:
+        with anyio.move_on_after(0.1):
+            await registry.fire("step")
+        [done] = registry.history("return")["step"]
+        [cut] = registry.history("forever")["step"]
+    assert (done["status"], done["error"]) == ("success", None)
+    assert (cut["status"], cut["error"]) == ("error", "cancelled")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_dispatch_schedules_a_task_only_for_a_handler_that_suspends(
+    registry_factory, entry, anyio_backend
+) -> None:
+    async with registry_factory(
+        *steppers(entry, ["tasks", "task_after_suspending"], 5)
+    ) as registry:
+        before = len(asyncio.all_tasks())
+        seen_now, seen_later = await registry.fire("step")
+    assert seen_now.value == before  # the first handler ran with no task added to the loop
+    assert seen_later.value is True
