@@ -2,13 +2,13 @@
 
 For N = 1, 10 and 50 trivial plugins, times one ``fire`` (concurrent, with timeouts and telemetry
 on) against ``asyncio.gather`` of the same handler coroutines and against pluggy calling N sync
-implementations, all in this run. Prints the time per call and the ratios; the target is at most
-1.5x ``asyncio.gather`` at N = 10.
+implementations, all in this run. Prints the time per call and the ratios; the targets are at
+most 1.0x ``asyncio.gather`` at N = 10 and N = 50.
 
 A second scenario loads 100 plugins, 10 on the fired hook and 90 on another, serves the
 registry's telemetry stream with uvicorn on loopback and attaches WebSocket subscribers from a
 separate process that drains every frame; ``fire`` is timed before and while they are attached
-(their frames are encoded and sent on the loop ``fire`` runs on). Same target.
+(their frames are encoded and sent on the loop ``fire`` runs on). Target: at most 1.3x.
 
     uv run python benchmarks/dispatch.py [--subscribers 10] [--record-failures]
 """
@@ -36,7 +36,8 @@ from agent_pm.settings import Settings
 ROUNDS = 7
 # The registries' settings; --record-failures turns failure recording on for every plugin.
 ENVIRONMENT: dict[str, str] = {}
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.0
+TARGET_WITH_SUBSCRIBERS = 1.3
 
 
 class Trivial(PluginBase):
@@ -226,8 +227,8 @@ def _row(label: str, r: dict[str, float]) -> str:
     )
 
 
-def _verdict(ratio: float) -> str:
-    return "meets" if ratio <= TARGET_RATIO else "misses"
+def _verdict(ratio: float, target: float = TARGET_RATIO) -> str:
+    return f"{'meets' if ratio <= target else 'misses'} the {target}x target"
 
 
 async def main(subscribers: int) -> int:
@@ -251,12 +252,14 @@ async def main(subscribers: int) -> int:
     print(_row("no subscribers", loaded["alone"]))
     print(_row(f"{subscribers} subscribers", loaded["attached"]))
     ratio = results[10]["fire"] / results[10]["gather"]
+    at_50 = results[50]["fire"] / results[50]["gather"]
     attached = loaded["attached"]
     with_subs = attached["fire"] / attached["gather"]
     print(
-        f"summary: fire/gather at N=10 = {ratio:.2f}x ({_verdict(ratio)} the {TARGET_RATIO}x"
-        f" target); with 100 plugins and {subscribers} WebSocket subscribers ({loaded['frames']}"
-        f" frames drained) = {with_subs:.2f}x ({_verdict(with_subs)}),"
+        f"summary: fire/gather at N=10 = {ratio:.2f}x ({_verdict(ratio)}), at N=50 = {at_50:.2f}x"
+        f" ({_verdict(at_50)}); with 100 plugins and {subscribers} WebSocket subscribers"
+        f" ({loaded['frames']} frames drained) = {with_subs:.2f}x"
+        f" ({_verdict(with_subs, TARGET_WITH_SUBSCRIBERS)}),"
         f" fire/pluggy {attached['fire'] / attached['pluggy']:.1f}x"
     )
     return 0

@@ -183,6 +183,10 @@ class Dispatcher:
         targets: Sequence[Target],
     ) -> list[HookResult]:
         """Start every handler eagerly; only those that suspend are waited for, under timers."""
+        # A scheduling and cancellation point first, as every fire on the anyio path is: a
+        # caller already cancelled runs no handler, and a loop of fires never starves the
+        # loop even when every handler returns at once.
+        await asyncio.sleep(0)
         began = loop.time()
         caller = asyncio.current_task(loop)
         results: list[HookResult | None] = [None] * len(targets)
@@ -270,6 +274,7 @@ class Dispatcher:
     async def _fire_anyio(
         self, hook: str, payload: dict[str, Any], targets: Sequence[Target]
     ) -> list[HookResult]:
+        await anyio.lowlevel.checkpoint()
         results: list[HookResult | None] = [None] * len(targets)
         async with anyio.create_task_group() as group:
             for index, target in enumerate(targets):

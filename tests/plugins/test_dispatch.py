@@ -204,3 +204,24 @@ async def test_dispatch_schedules_a_task_only_for_a_handler_that_suspends(
         seen_now, seen_later = await registry.fire("step")
     assert seen_now.value == before  # the first handler ran with no task added to the loop
     assert seen_later.value is True
+
+
+async def test_dispatch_fire_is_a_checkpoint_even_when_every_handler_returns_at_once(
+    registry_factory, entry
+) -> None:
+    async with registry_factory(*steppers(entry, ["return"])) as registry:
+        ticked = anyio.Event()
+
+        async def tick() -> None:
+            ticked.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            with anyio.fail_after(10):
+                while not ticked.is_set():
+                    await registry.fire("step")
+        calls = len(registry.history("return")["step"])
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await registry.fire("step")
+        assert len(registry.history("return")["step"]) == calls  # cancelled: nothing ran
