@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent_pm.api.security import same_origin
-from agent_pm.plugins.bus import Bus, Subscription
+from agent_pm.plugins.bus import Bus, Lagged, Subscription
 
 __all__ = ["Hello", "Server", "StreamError", "Subscribe", "close_all", "routes"]
 
@@ -234,6 +234,19 @@ class Connection:
 
     def _frame(self, batch: list[Any]) -> str | None:
         """One JSON array of the pending replies and ``batch``, joined from cached encodings."""
+        if (
+            batch
+            and not self._control
+            and batch[0].seq > self.sent
+            and Lagged not in map(type, batch)
+        ):
+            # The common frame: live messages only, the same for every subscriber that drains
+            # them with the same topics, so it is built once for all of them.
+            assert self.subscription is not None
+            topics = (self.subscription.plugins, self.subscription.hooks)
+            self.sent = batch[-1].seq
+            self.cursor = max(self.cursor, self.sent)
+            return self.bus.frame(batch, topics)
         parts = list(self._control)
         self._control.clear()
         encode = self.bus.encode

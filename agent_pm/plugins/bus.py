@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import count
 from typing import Any, Protocol
@@ -231,6 +231,7 @@ class Bus:
         self._waiting: dict[Subscription, None] = {}
         self._call_soon: Callable[[Callable[[], None]], Any] | None = None
         self._wake_scheduled = False
+        self._frame: tuple[tuple[Any, Any, int, Hashable], str] | None = None
 
     @property
     def seq(self) -> int:
@@ -325,6 +326,20 @@ class Bus:
             self._json[seq] = (message, data)
         return data
 
+    def frame(self, batch: list[Any], topics: Hashable) -> str:
+        """``batch`` as one JSON array, joined once for every subscriber that drains the same
+        messages: the last frame is kept, keyed by its first and last message and the
+        subscriber's ``topics`` (with a filter fixed, those two determine the messages between
+        when no ``Lagged`` notice is among them, which callers ensure)."""
+        key = (batch[0], batch[-1], len(batch), topics)
+        cached = self._frame
+        if cached is not None and _same_frame(cached[0], key):
+            return cached[1]
+        encode = self.encode
+        text = (b"[" + b",".join([encode(message) for message in batch]) + b"]").decode()
+        self._frame = (key, text)
+        return text
+
     def replay_start(self, since: int) -> tuple[int, int]:
         """The ring position of the first message after ``since`` within the replay window,
         and how many messages after ``since`` already left that window."""
@@ -397,6 +412,10 @@ class Bus:
         """Wake every subscriber so it sees the end of the stream."""
         for subscription in list(self._subscribers):
             subscription.close()
+
+
+def _same_frame(a: tuple[Any, Any, int, Hashable], b: tuple[Any, Any, int, Hashable]) -> bool:
+    return a[0] is b[0] and a[1] is b[1] and a[2] == b[2] and a[3] == b[3]
 
 
 def _loop_call_soon() -> Callable[[Callable[[], None]], Any]:

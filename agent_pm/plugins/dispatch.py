@@ -30,7 +30,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
-from agent_pm.plugins.eager import start_task
+from agent_pm.plugins import eager
 from agent_pm.plugins.loopcall import call_soon
 from agent_pm.plugins.telemetry import Status
 
@@ -77,7 +77,6 @@ class Running(NamedTuple):
     slot: int
     target: Target
     task: asyncio.Task[Any]
-    started: float
 
 
 async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter) -> Any:
@@ -187,7 +186,7 @@ class Dispatcher:
         # caller already cancelled runs no handler, and a loop of fires never starves the
         # loop even when every handler returns at once.
         await asyncio.sleep(0)
-        began = loop.time()
+        began, began_counter = loop.time(), time.perf_counter()
         caller = asyncio.current_task(loop)
         results: list[HookResult | None] = [None] * len(targets)
         running: list[Running] = []
@@ -199,28 +198,33 @@ class Dispatcher:
             started = time.perf_counter()
             try:
                 coro = target.start(payload)
-                task = start_task(loop, coro, copy_context(), target.plugin, caller)
+                task = eager.start(loop, coro, copy_context(), target.plugin, caller)
             except Exception as exc:
                 results[index] = self._result(target, hook, "error", 0.0, error=describe(exc))
                 continue
-            if task.done():
+            if isinstance(task, eager.Finished):
                 elapsed = (time.perf_counter() - started) * 1000
-                results[index] = self._outcome(target, hook, task, False, elapsed)
+                results[index] = self._finished(target, hook, task, elapsed)
             else:
-                running.append(Running(index, target, task, started))
+                running.append(Running(index, target, task))
         if running:
-            await self._wait(loop, began, hook, running, results)
+            await self._wait(loop, began, began_counter, hook, running, results)
         return results  # type: ignore[return-value]
 
     async def _wait(
         self,
         loop: asyncio.AbstractEventLoop,
         began: float,
+        began_counter: float,
         hook: str,
         running: list[Running],
         results: list[HookResult | None],
     ) -> None:
-        """Wait for the suspended handlers, cancelling each group at its timeout."""
+        """Wait for the suspended handlers, cancelling each group at its timeout.
+
+        Timeouts and durations count from the start of the fan-out (``began`` on the loop's
+        clock, ``began_counter`` on ``perf_counter``), so one timer serves each timeout.
+        """
         expired: set[asyncio.Task[Any]] = set()
         groups: dict[float, list[asyncio.Task[Any]]] = {}
         all_done = loop.create_future()
@@ -228,7 +232,7 @@ class Dispatcher:
 
         def finish(call: Running, task: asyncio.Task[Any]) -> None:
             nonlocal pending
-            elapsed = (time.perf_counter() - call.started) * 1000
+            elapsed = (time.perf_counter() - began_counter) * 1000
             timed_out = task in expired
             results[call.slot] = self._outcome(call.target, hook, task, timed_out, elapsed)
             pending -= 1
@@ -270,6 +274,15 @@ class Dispatcher:
         if exc is not None:
             return self._result(target, hook, "error", elapsed, error=describe(exc))
         return self._result(target, hook, "success", elapsed, value=task.result())
+
+    def _finished(
+        self, target: Target, hook: str, finished: eager.Finished, elapsed: float
+    ) -> HookResult:
+        error = finished.error
+        if error is None:
+            return self._result(target, hook, "success", elapsed, value=finished.value)
+        text = "cancelled" if isinstance(error, asyncio.CancelledError) else describe(error)
+        return self._result(target, hook, "error", elapsed, error=text)
 
     async def _fire_anyio(
         self, hook: str, payload: dict[str, Any], targets: Sequence[Target]

@@ -1,11 +1,11 @@
 """Eager tasks: run a coroutine's first step at once, inside the task that will own it.
 
 A hook handler that returns without suspending then costs no scheduling at all, and only one
-that suspends is left pending on the loop. The first step runs with the new task as the current
-task and in its own context, exactly as its later steps do, so cancel scopes, locks and context
-variables set in that step belong to the handler and not to the caller. Python 3.12 offers this
-as ``asyncio.Task(..., eager_start=True)``; on 3.11 the same algorithm runs asyncio's own
-pure-Python task step.
+that suspends is left pending on the loop as a task. The first step runs with that task as the
+current task and in the task's own context, exactly as its later steps do, so cancel scopes,
+locks and context variables set in the first step belong to the handler, not to the caller.
+Python 3.12 offers this as ``asyncio.Task(..., eager_start=True)``; on 3.11 the same algorithm
+runs on asyncio's pure-Python task class.
 """
 
 from __future__ import annotations
@@ -14,16 +14,23 @@ import asyncio
 import sys
 from collections.abc import Coroutine
 from contextvars import Context
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["start_task"]
+__all__ = ["Finished", "start"]
+
+
+class Finished(NamedTuple):
+    """A coroutine that ended in its first step: its value, or the exception it raised."""
+
+    value: Any
+    error: BaseException | None
 
 
 if sys.version_info < (3, 12):
     from asyncio import futures, tasks
 
     class _EagerTask(tasks._PyTask):  # type: ignore[name-defined,misc]
-        """asyncio's pure-Python task, built without scheduling its first step."""
+        """asyncio's pure-Python task, built without scheduling a first step."""
 
         def __init__(
             self,
@@ -32,47 +39,98 @@ if sys.version_info < (3, 12):
             context: Context,
             name: str,
         ) -> None:
-            futures._PyFuture.__init__(self, loop=loop)  # type: ignore[attr-defined]
+            # What Future.__init__ and Task.__init__ set, minus the scheduling; a task that
+            # finishes in its first step is dropped while formally pending, so it must not
+            # complain about that when collected.
+            self._loop = loop
+            self._callbacks: list[Any] = []
             self._name = name
             self._num_cancels_requested = 0
             self._must_cancel = False
             self._fut_waiter = None
             self._coro = coro
             self._context = context
+            self._log_destroy_pending = False
 
-    def start_task(
+        def __del__(self) -> None:
+            # Most of these tasks end in their first step and never become futures in use.
+            if self._log_destroy_pending:
+                super().__del__()
+
+        def adopt(self, result: Any) -> None:
+            """Go on as a scheduled task after the first step yielded ``result``.
+
+            This is the tail of ``Task.__step`` for what a coroutine yields, with the same
+            errors for a bad yield.
+            """
+            self._log_destroy_pending = True
+            tasks._register_task(self)
+            loop, context = self._loop, self._context
+            if self._must_cancel:  # cancelled during its first step: cancel it at its await
+                loop.call_soon(self._Task__step, context=context)
+            elif getattr(result, "_asyncio_future_blocking", None) and result is not self:
+                if futures._get_loop(result) is not loop:  # type: ignore[attr-defined]
+                    error = RuntimeError(f"Task {self!r} got Future {result!r} of another loop")
+                    loop.call_soon(self._Task__step, error, context=context)
+                    return
+                result._asyncio_future_blocking = False
+                result.add_done_callback(self._Task__wakeup, context=context)
+                self._fut_waiter = result
+            elif result is None:  # a bare yield gives up one loop iteration
+                loop.call_soon(self._Task__step, context=context)
+            else:
+                error = RuntimeError(f"Task got bad yield: {result!r}")
+                loop.call_soon(self._Task__step, error, context=context)
+
+    def start(
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, Any],
         context: Context,
         name: str,
         caller: asyncio.Task[Any] | None,
-    ) -> asyncio.Task[Any]:
-        """A task whose first step has already run; done if the coroutine never suspended.
+    ) -> asyncio.Task[Any] | Finished:
+        """Run ``coro``'s first step in a new task: what it ended with, or the pending task.
 
         ``caller`` is the task running now (``asyncio.current_task()``), passed in because a
         fan-out starts many tasks from one caller.
         """
         task = _EagerTask(coro, loop, context, name)
-        # The step makes the new task current, which asyncio allows only with no task current.
+        # asyncio allows making a task current only while no task is.
         if caller is not None:
             tasks._leave_task(loop, caller)
+        tasks._enter_task(loop, task)
         try:
-            context.run(task._Task__step)
+            result = context.run(coro.send, None)
+        except StopIteration as stop:
+            if task._must_cancel:  # it cancelled its own task, then returned
+                return Finished(None, asyncio.CancelledError())
+            return Finished(stop.value, None)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            return Finished(None, exc)
         finally:
+            tasks._leave_task(loop, task)
             if caller is not None:
                 tasks._enter_task(loop, caller)
-        if not task.done():
-            tasks._register_task(task)
+        task.adopt(result)
         return task
 
 else:  # pragma: no cover - runs on Python 3.12 and later
 
-    def start_task(
+    def start(
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, Any],
         context: Context,
         name: str,
         caller: asyncio.Task[Any] | None,
-    ) -> asyncio.Task[Any]:
-        """A task whose first step has already run; done if the coroutine never suspended."""
-        return asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
+    ) -> asyncio.Task[Any] | Finished:
+        """Run ``coro``'s first step in a new task: what it ended with, or the pending task."""
+        task = asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
+        if not task.done():
+            return task
+        if task.cancelled():
+            return Finished(None, asyncio.CancelledError())
+        return (
+            Finished(None, task.exception()) if task.exception() else Finished(task.result(), None)
+        )
