@@ -82,55 +82,48 @@ if sys.version_info < (3, 12):
                 error = RuntimeError(f"Task got bad yield: {result!r}")
                 loop.call_soon(self._Task__step, error, context=context)
 
-    def start(
-        loop: asyncio.AbstractEventLoop,
-        coro: Coroutine[Any, Any, Any],
-        context: Context,
-        name: str,
-        caller: asyncio.Task[Any] | None,
-    ) -> asyncio.Task[Any] | Finished:
-        """Run ``coro``'s first step in a new task: what it ended with, or the pending task.
 
-        ``caller`` is the task running now (``asyncio.current_task()``), passed in because a
-        fan-out starts many tasks from one caller.
-        """
-        task = _EagerTask(coro, loop, context, name)
-        # asyncio allows making a task current only while no task is.
-        if caller is not None:
-            tasks._leave_task(loop, caller)
-        tasks._enter_task(loop, task)
-        try:
-            result = context.run(coro.send, None)
-        except StopIteration as stop:
-            if task._must_cancel:  # it cancelled its own task, then returned
-                return Finished(None, asyncio.CancelledError())
-            return Finished(stop.value, None)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            return Finished(None, exc)
-        finally:
-            tasks._leave_task(loop, task)
-            if caller is not None:
-                tasks._enter_task(loop, caller)
-        task.adopt(result)
-        return task
+def start(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any],
+    context: Context,
+    name: str,
+    caller: asyncio.Task[Any] | None,
+) -> asyncio.Task[Any] | Finished:
+    """Run ``coro``'s first step in a new task: what it ended with, or the pending task.
 
-else:  # pragma: no cover - runs on Python 3.12 and later
-
-    def start(
-        loop: asyncio.AbstractEventLoop,
-        coro: Coroutine[Any, Any, Any],
-        context: Context,
-        name: str,
-        caller: asyncio.Task[Any] | None,
-    ) -> asyncio.Task[Any] | Finished:
-        """Run ``coro``'s first step in a new task: what it ended with, or the pending task."""
-        task = asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
-        if not task.done():
-            return task
-        if task.cancelled():
+    ``caller`` is the task running now (``asyncio.current_task()``), passed in because a
+    fan-out starts many tasks from one caller.
+    """
+    if sys.version_info >= (3, 12):  # pragma: no cover - the interpreter's own eager tasks
+        native = asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
+        if not native.done():
+            return native
+        if native.cancelled():
             return Finished(None, asyncio.CancelledError())
         return (
-            Finished(None, task.exception()) if task.exception() else Finished(task.result(), None)
+            Finished(native.result(), None)
+            if native.exception() is None
+            else Finished(None, native.exception())
         )
+    task = _EagerTask(coro, loop, context, name)
+    # asyncio allows making a task current only while no task is.
+    if caller is not None:
+        tasks._leave_task(loop, caller)
+    tasks._enter_task(loop, task)
+    try:
+        result = context.run(coro.send, None)
+    except StopIteration as stop:
+        if task._must_cancel:  # it cancelled its own task, then returned
+            return Finished(None, asyncio.CancelledError())
+        return Finished(stop.value, None)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        return Finished(None, exc)
+    finally:
+        tasks._leave_task(loop, task)
+        if caller is not None:
+            tasks._enter_task(loop, caller)
+    task.adopt(result)
+    return task
