@@ -18,7 +18,11 @@ each class to one status code (``agent_pm.api.errors``) and nothing else needs t
     ├── FailureStoreError        the failure store cannot be opened, read or written
     ├── ReplayError              a recorded failure cannot be replayed now
     │   └── ReplayRateError      too many bulk replays of one plugin in the last minute
-    └── ShuttingDownError        a hook call was cancelled because the service is stopping
+    ├── ShuttingDownError        a hook call was cancelled because the service is stopping
+    └── IsolationError           a call to an isolated plugin's worker process did not complete
+        ├── WorkerTimeoutError   the worker was killed because a call ran past its timeout
+        ├── WorkerCrashedError   the worker ended (crash, limit, stop) with the call in flight
+        └── NotEncodableError    a payload cannot travel to the worker (not msgpack-encodable)
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ __all__ = [
     "FailureNotFoundError",
     "FailureStoreError",
     "InstallRefusedError",
+    "IsolationError",
     "LifecycleError",
     "ManifestChangedError",
     "ManifestError",
+    "NotEncodableError",
     "PluginExistsError",
     "PluginLoadError",
     "PluginNotFoundError",
@@ -40,6 +46,8 @@ __all__ = [
     "ReplayRateError",
     "RevisionConflictError",
     "ShuttingDownError",
+    "WorkerCrashedError",
+    "WorkerTimeoutError",
 ]
 
 
@@ -139,3 +147,21 @@ class ReplayRateError(ReplayError):
 class ShuttingDownError(AgentPMError):
     """Raised to a caller whose hook call the registry cancelled because the service is stopping
     (:meth:`agent_pm.plugins.PluginRegistry.cancel_calls`)."""
+
+
+class IsolationError(AgentPMError):
+    """Raised when a call to an isolated plugin's worker process does not complete."""
+
+
+class WorkerTimeoutError(IsolationError, TimeoutError):
+    """Raised for calls in flight on a worker that was killed because a call ran past its
+    timeout; dispatch reports them as ``timeout``."""
+
+
+class WorkerCrashedError(IsolationError):
+    """Raised for calls in flight on a worker that ended by itself: a crash, a limit it reached,
+    or the plugin being stopped."""
+
+
+class NotEncodableError(IsolationError, TypeError):
+    """Raised when a payload for an isolated plugin holds something msgpack cannot carry."""

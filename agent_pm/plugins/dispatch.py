@@ -271,6 +271,8 @@ class Dispatcher:
                 return self._timeout(target, hook, elapsed)
             return self._result(target, hook, "error", elapsed, error="cancelled")
         exc = task.exception()
+        if isinstance(exc, TimeoutError):  # an isolated plugin's worker killed at a timeout
+            return self._result(target, hook, "timeout", elapsed, error=str(exc))
         if exc is not None:
             return self._result(target, hook, "error", elapsed, error=describe(exc))
         return self._result(target, hook, "success", elapsed, value=task.result())
@@ -317,6 +319,8 @@ class Dispatcher:
                     elapsed = (time.perf_counter() - started) * 1000
                     self._result(target, hook, "error", elapsed, error="cancelled")
                 raise
+            except TimeoutError as exc:  # an isolated plugin's worker killed at a timeout
+                status, error = "timeout", str(exc)
             except Exception as exc:
                 status, error = "error", describe(exc)
         elapsed = (time.perf_counter() - started) * 1000

@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+from functools import partial
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from agent_pm.errors import AgentPMError, LifecycleError
+from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import Emitter, PluginBase
+from agent_pm.plugins.isolated import WORKER_STARTUP_SECONDS, IsolatedPlugin, isolated_class
 from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
 from agent_pm.plugins.manifest import ManifestItem
 from agent_pm.plugins.record import PluginRecord
@@ -31,8 +34,11 @@ logger = logging.getLogger("agent_pm.plugins.registry")
 class Lifecycle:
     """Builds plugin records and runs their instances' lifecycle methods."""
 
-    def __init__(self, settings: Settings, emitter: Emitter) -> None:
+    def __init__(
+        self, settings: Settings, emitter: Emitter, background: Background | None = None
+    ) -> None:
         self.settings = settings
+        self._background = background
         self._resolver = SecretResolver(settings)
         self._emitter = emitter
 
@@ -83,7 +89,7 @@ class Lifecycle:
         """Construct, bind and enable a new instance; raise ``LifecycleError`` on failure."""
         assert record.cls is not None
         try:
-            instance = record.cls(config)
+            instance = self._construct(record, config)
         except Exception as exc:
             message = self.note(record, "init", f"constructor failed: {failure(exc)}")
             # The plugin's own exception may quote its secrets: only the redacted text goes on.
@@ -92,13 +98,33 @@ class Lifecycle:
         await self.call(record, instance, "on_enable")
         return instance
 
+    def _construct(self, record: PluginRecord, config: Any) -> PluginBase:
+        """The instance, or for an isolated plugin its stand-in (the worker starts on enable)."""
+        assert record.cls is not None
+        entry = record.entry
+        if entry is None or entry.isolation == "inline":
+            return record.cls(config)
+        return isolated_class(record.cls)(
+            config,
+            module=entry.module,
+            hooks=record.hooks,
+            timeout=record.timeout,
+            limits=entry.limits,
+            environ=self.settings.environ,
+            report=partial(self.note, record),
+            background=self._background,
+        )
+
     async def call(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
         """Run a lifecycle method under the plugin's timeout; ``LifecycleError`` if it fails."""
         function = getattr(instance, method)
         if getattr(PluginBase, method) is getattr(type(instance), method):
             return
+        limit = max(record.timeout, 1.0)
+        if method == "on_enable" and isinstance(instance, IsolatedPlugin):
+            limit += WORKER_STARTUP_SECONDS  # its worker process starts first
         try:
-            with anyio.fail_after(max(record.timeout, 1.0)):
+            with anyio.fail_after(limit):
                 if inspect.iscoroutinefunction(function):
                     await function()
                 else:

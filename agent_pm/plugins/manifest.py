@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from ruamel.yaml import YAML
@@ -26,7 +26,15 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from agent_pm.durable import fsync_directory
 from agent_pm.errors import ManifestError
 
-__all__ = ["Manifest", "ManifestEntry", "ManifestItem", "current_digest", "to_plain"]
+__all__ = [
+    "Isolation",
+    "Limits",
+    "Manifest",
+    "ManifestEntry",
+    "ManifestItem",
+    "current_digest",
+    "to_plain",
+]
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -44,6 +52,17 @@ ModulePath = Annotated[
 HookName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 
+# Where a plugin runs: in the service's process, or in a worker process of its own.
+Isolation = Literal["inline", "process"]
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Resource limits of an isolated plugin's worker; reaching one ends the worker."""
+
+    memory_mb: Annotated[int, msgspec.Meta(ge=64, le=1_048_576)] | None = None
+    cpu_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
+
+
 class ManifestEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One plugin entry of the manifest, as validated."""
 
@@ -56,6 +75,12 @@ class ManifestEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
     # Keep failed calls for replay; unset follows RECORD_FAILURES.
     record_failures: bool | None = None
+    isolation: Isolation = "inline"
+    limits: Limits | None = None
+
+    def __post_init__(self) -> None:
+        if self.limits is not None and self.isolation == "inline":
+            raise ValueError("limits apply only to isolated plugins (isolation: process)")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import anyio
 from ruamel.yaml.comments import CommentedMap
 
 from agent_pm.plugins.base import PluginBase
+from agent_pm.plugins.isolated import isolation_status
 from agent_pm.plugins.manifest import ManifestEntry, ManifestItem, to_plain
 from agent_pm.plugins.secrets import ResolvedSecrets, mask_config
 from agent_pm.plugins.telemetry import PluginTelemetry
@@ -71,6 +72,7 @@ class PluginRecord:
                 for e in self.telemetry.errors
             ],
             "timeout_seconds": self.timeout,
+            "isolation": isolation_status(self.entry, self.instance),
         }
         if history:
             data["hook_history"] = self.telemetry.samples()

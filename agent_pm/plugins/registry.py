@@ -89,10 +89,10 @@ class PluginRegistry(Emitter):
         self._records: dict[str, PluginRecord] = {}
         self._table = DispatchTable()
         self._manifest: Manifest | None = None
-        self._life = Lifecycle(self.settings, self)
+        self._background = Background(max_background)
+        self._life = Lifecycle(self.settings, self, self._background)
         self._dispatcher = Dispatcher(self._record_sample)
         self._lock = anyio.Lock()
-        self._background = Background(max_background)
         self._task_group: anyio.abc.TaskGroup | None = None
         self.failures = FailureRecorder(self.settings)
         self.replays = Replays(
