@@ -129,9 +129,25 @@ def _gauges(registry: PluginRegistry, plugins: list[dict[str, Any]]) -> Iterator
     yield f"# TYPE {active} gauge\n"
     for plugin in plugins:
         yield f"{active}{_labels(plugin=plugin['name'])} {int(plugin['active'])}\n"
+    yield from _workers(plugins)
     revision = "agent_pm_registry_revision"
     yield f"# HELP {revision} Revision of the plugin registry.\n"
     yield f"# TYPE {revision} gauge\n{revision} {registry.revision}\n"
+
+
+def _workers(plugins: list[dict[str, Any]]) -> Iterator[str]:
+    isolated, restarts = "agent_pm_plugin_isolated", "agent_pm_plugin_worker_restarts_total"
+    yield f"# HELP {isolated} Whether the plugin runs in a worker process (1) or inline (0).\n"
+    yield f"# TYPE {isolated} gauge\n"
+    for plugin in plugins:
+        running = plugin["isolation"]["mode"] != "inline"
+        yield f"{isolated}{_labels(plugin=plugin['name'])} {int(running)}\n"
+    yield f"# HELP {restarts} Worker processes restarted after a crash, limit or timeout.\n"
+    yield f"# TYPE {restarts} counter\n"
+    for plugin in plugins:
+        if plugin["isolation"]["mode"] != "inline":
+            count = plugin["isolation"]["restarts"]
+            yield f"{restarts}{_labels(plugin=plugin['name'])} {count}\n"
 
 
 def render(registry: PluginRegistry, histograms: HookHistograms) -> str:

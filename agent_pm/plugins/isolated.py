@@ -256,7 +256,11 @@ class IsolatedPlugin(PluginBase):
             await anyio.sleep(max(0.0, self._retry_at - time.monotonic()))
             if self._stopped:
                 return
-            self._worker = await self._start()
+            worker = await self._start()
+            if self._stopped:  # disabled while this worker started
+                await worker.stop()
+                return
+            self._worker = worker
             self.restarts += 1
         except Exception as exc:
             self._failed(f"restart failed: {describe(exc)}")

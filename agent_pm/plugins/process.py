@@ -108,6 +108,7 @@ class WorkerProcess:
         self._on_end = on_end
         self._on_gone = on_gone
         self._stopping = False
+        self._kill_timer: threading.Timer | None = None
         self._ids = itertools.count(1)
         self._calls: dict[int, Inbox] = {}
         self._write_lock = anyio.Lock()
@@ -154,6 +155,7 @@ class WorkerProcess:
         send, receive = anyio.create_memory_object_stream[wire.Message | Ended](CALL_BUFFER)
         if self.ended.is_set():
             send.send_nowait(Ended(self.reason or "worker stopped", self.timed_out))
+            send.close()
         else:
             self._calls[call_id] = send
         return call_id, receive
@@ -192,9 +194,9 @@ class WorkerProcess:
         if self.reason is None:
             self.reason, self.timed_out = reason, timed_out
         self._signal(signal.SIGTERM)
-        timer = threading.Timer(KILL_GRACE_SECONDS, self._signal, (signal.SIGKILL,))
-        timer.daemon = True
-        timer.start()
+        self._kill_timer = threading.Timer(KILL_GRACE_SECONDS, self._signal, (signal.SIGKILL,))
+        self._kill_timer.daemon = True
+        self._kill_timer.start()
 
     async def stop(self) -> None:
         """Ask the worker to leave (its pipe closes) and wait; kill it if it does not."""
@@ -223,6 +225,8 @@ class WorkerProcess:
             logger.exception("worker %d sent a broken frame; it is ended", self.pid)
             self.process.kill()
         status = self.process.wait()
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
         stdout.close()
         if not call_soon(token, self._end, status):
             self.process.kill()  # the service's loop is gone: nothing may outlive it
@@ -253,6 +257,7 @@ class WorkerProcess:
                 anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError
             ):
                 inbox.send_nowait(Ended(reason, self.timed_out))
+            inbox.close()
         self._calls.clear()
         with contextlib.suppress(OSError):
             self.process.stdin.close()  # type: ignore[union-attr]
