@@ -107,6 +107,7 @@ async def test_isolation_runs_the_plugin_in_another_process(registry_factory: An
         assert info["restarts"] == 0
 
 
+@pytest.mark.timing
 async def test_isolation_busy_async_handler_leaves_the_loop_free_and_the_next_call_a_fresh_worker(
     registry_factory: Any, entry: Callable[..., str]
 ) -> None:

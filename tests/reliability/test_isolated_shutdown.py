@@ -44,6 +44,7 @@ def worker_of(url: str) -> int:
     return pid
 
 
+@pytest.mark.timing
 def test_isolated_sleep_still_lets_sigterm_exit_within_the_graceful_window(
     served: tuple[subprocess.Popen[str], str],
 ) -> None:
