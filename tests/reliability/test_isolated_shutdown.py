@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,14 +45,23 @@ def worker_of(url: str) -> int:
     return pid
 
 
-@pytest.mark.timing
-def test_isolated_sleep_still_lets_sigterm_exit_within_the_graceful_window(
+def sleeping(
     served: tuple[subprocess.Popen[str], str],
-) -> None:
+) -> tuple[subprocess.Popen[str], int, threading.Thread]:
+    """Wait for the server, then put a request to sleep in the worker; the server process, the
+    worker's pid and the thread waiting for the answer."""
     process, url = served
     wait_for_health(process, url)
     worker = worker_of(url)
     firing, _ = fire_in_background(url)
+    return process, worker, firing
+
+
+@pytest.mark.timing
+def test_isolated_sleep_still_lets_sigterm_exit_within_the_graceful_window(
+    served: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, worker, firing = sleeping(served)
     stopped, err = stop(process, GRACEFUL_SHUTDOWN_SECONDS + GRACE)
     firing.join(5)
     assert stopped < GRACEFUL_SHUTDOWN_SECONDS + GRACE, f"took {stopped:.2f} s"
@@ -62,10 +72,7 @@ def test_isolated_sleep_still_lets_sigterm_exit_within_the_graceful_window(
 def test_isolated_worker_exits_when_the_service_is_killed(
     served: tuple[subprocess.Popen[str], str],
 ) -> None:
-    process, url = served
-    wait_for_health(process, url)
-    worker = worker_of(url)
-    firing, _ = fire_in_background(url)
+    process, worker, firing = sleeping(served)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     firing.join(5)
