@@ -97,6 +97,19 @@ def _warnings(plugin: dict[str, Any]) -> Iterable[str]:
     elif plugin.get("errors"):
         last = plugin["errors"][-1]
         yield f"warning: {name}: last error ({last['stage']}): {last['message']}"
+    blocks = plugin.get("loop_blocks") or {}
+    worst = blocks.get("worst") or []
+    if worst and worst[0]["ms"] >= blocks["warn_ms"]:
+        yield (
+            f"warning: {name} held the event loop for {worst[0]['ms']:.0f} ms in one step of "
+            f"hook {worst[0]['hook']}; consider isolation: process"
+        )
+    isolation = plugin.get("isolation") or {}
+    if isolation.get("restarts"):
+        yield (
+            f"warning: {name}'s worker restarted {isolation['restarts']} time(s); "
+            f"last: {isolation['last_exit']}"
+        )
     missing = plugin.get("secrets", {}).get("missing", [])
     if missing:
         yield (

@@ -80,6 +80,9 @@ class Settings:
     failures_max_bytes: int = 64 * 1024 * 1024
     replay_rate: float = 10.0
     replay_bulk_per_minute: int = 6
+    # Loop-block attribution of inline async handlers; a step longer than this is warned about.
+    loop_block_tracking: bool = True
+    loop_block_warn_ms: float = 100.0
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -107,5 +110,7 @@ class Settings:
             failures_max_bytes=_count(env, "FAILURES_MAX_BYTES", 64 * 1024 * 1024),
             replay_rate=_float(env, "REPLAY_RATE", 10.0, "calls per second"),
             replay_bulk_per_minute=_count(env, "REPLAY_BULK_PER_MINUTE", 6),
+            loop_block_tracking=_flag(env, "LOOP_BLOCK_TRACKING", True),
+            loop_block_warn_ms=_float(env, "LOOP_BLOCK_WARN_MS", 100.0, "milliseconds"),
             environ=env,
         )

@@ -4,6 +4,9 @@ Round trip: one trivial plugin, inline, then with ``isolation: process``; the me
 ``fire`` each, over several rounds in this run. The isolated call crosses two pipes and two
 threads each way; the target is an extra cost under 200 µs on loopback.
 
+Loop-block tracking: the same inline round trip with ``LOOP_BLOCK_TRACKING`` on (the default,
+each step of the handler timed) and off; the ratio is its cost.
+
 Throughput: 10 trivial plugins on one hook, inline and isolated, fired by 20 concurrent callers;
 hook calls per second, and the isolated/inline ratio.
 
@@ -65,8 +68,10 @@ async def throughput(registry: PluginRegistry, plugins: int) -> float:
     return CALLERS * per_caller * plugins / (time.perf_counter() - started)
 
 
-async def measure(directory: Path, count: int, isolation: str, probe: str) -> list[float]:
-    settings = Settings.from_env({"PATH": ""})
+async def measure(
+    directory: Path, count: int, isolation: str, probe: str, tracking: str = "1"
+) -> list[float]:
+    settings = Settings.from_env({"PATH": "", "LOOP_BLOCK_TRACKING": tracking})
     async with PluginRegistry(manifest(directory, count, isolation), settings) as registry:
         assert all(m["active"] for m in registry.list_metadata()), registry.list_metadata()
         run = round_trip if probe == "round_trip" else lambda r: throughput(r, count)
@@ -84,6 +89,11 @@ async def main() -> None:
         print(
             f"round trip, 1 plugin: inline {inline * 1e6:.0f} µs, isolated {isolated * 1e6:.0f} µs;"
             f" extra {extra_us:.0f} µs ({verdict} the {TARGET_EXTRA_US} µs target)"
+        )
+        untracked = statistics.median(await measure(directory, 1, "inline", "round_trip", "0"))
+        print(
+            f"loop-block tracking: inline round trip {inline * 1e6:.1f} µs on, "
+            f"{untracked * 1e6:.1f} µs off (x{inline / untracked:.2f})"
         )
         inline_rate = statistics.median(await measure(directory, 10, "inline", "throughput"))
         isolated_rate = statistics.median(await measure(directory, 10, "process", "throughput"))

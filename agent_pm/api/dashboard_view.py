@@ -64,6 +64,15 @@ class PluginRow:
     config: dict[str, Any]
     module: str | None
     hooks: list[str]
+    isolation: dict[str, Any]
+    # The longest step of an inline async handler, when it reached the warning threshold.
+    loop_block: dict[str, Any] | None
+
+
+def _loop_block(meta: dict[str, Any]) -> dict[str, Any] | None:
+    blocks = meta.get("loop_blocks") or {}
+    worst = blocks.get("worst") or []
+    return worst[0] if worst and worst[0]["ms"] >= blocks["warn_ms"] else None
 
 
 def plugin_row(meta: dict[str, Any]) -> PluginRow:
@@ -85,6 +94,8 @@ def plugin_row(meta: dict[str, Any]) -> PluginRow:
         config=meta.get("config") or {},
         module=meta.get("module"),
         hooks=list(meta.get("hooks", [])),
+        isolation=meta.get("isolation") or {"mode": "inline"},
+        loop_block=_loop_block(meta),
     )
 
 

@@ -130,6 +130,7 @@ def _gauges(registry: PluginRegistry, plugins: list[dict[str, Any]]) -> Iterator
     for plugin in plugins:
         yield f"{active}{_labels(plugin=plugin['name'])} {int(plugin['active'])}\n"
     yield from _workers(plugins)
+    yield from _loop_blocks(plugins)
     revision = "agent_pm_registry_revision"
     yield f"# HELP {revision} Revision of the plugin registry.\n"
     yield f"# TYPE {revision} gauge\n{revision} {registry.revision}\n"
@@ -148,6 +149,24 @@ def _workers(plugins: list[dict[str, Any]]) -> Iterator[str]:
         if plugin["isolation"]["mode"] != "inline":
             count = plugin["isolation"]["restarts"]
             yield f"{restarts}{_labels(plugin=plugin['name'])} {count}\n"
+
+
+def _loop_blocks(plugins: list[dict[str, Any]]) -> Iterator[str]:
+    name = "agent_pm_loop_block_seconds"
+    yield f"# HELP {name} How long one step of an inline async handler held the event loop.\n"
+    yield f"# TYPE {name} histogram\n"
+    for plugin in plugins:
+        blocks = plugin.get("loop_blocks") or {"hooks": {}, "bounds_ms": []}
+        bounds = [f"{bound / 1000:g}" for bound in blocks["bounds_ms"]] + ["+Inf"]
+        for hook, seen in blocks["hooks"].items():
+            cumulative = 0
+            for bound, count in zip(bounds, seen["counts"], strict=True):
+                cumulative += count
+                labels = _labels(plugin=plugin["name"], hook=hook, le=bound)
+                yield f"{name}_bucket{labels} {cumulative}\n"
+            labels = _labels(plugin=plugin["name"], hook=hook)
+            yield f"{name}_sum{labels} {seen['total_ms'] / 1000}\n"
+            yield f"{name}_count{labels} {cumulative}\n"
 
 
 def render(registry: PluginRegistry, histograms: HookHistograms) -> str:

@@ -20,6 +20,7 @@ from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.isolated import WORKER_STARTUP_SECONDS, IsolatedPlugin, isolated_class
 from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
+from agent_pm.plugins.loopblock import LoopBlocks
 from agent_pm.plugins.manifest import ManifestItem
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.secrets import ResolvedSecrets, SecretResolver, redact
@@ -46,6 +47,13 @@ class Lifecycle:
         """Per-hook timeout: the manifest's, else the class's, else ``HOOK_TIMEOUT_SECONDS``."""
         return override or cls.timeout or self.settings.hook_timeout_seconds
 
+    def loop_blocks(self, name: str) -> LoopBlocks | None:
+        """A fresh loop-block record for plugin ``name``, or ``None`` when not measured."""
+        settings = self.settings
+        return (
+            LoopBlocks(name, settings.loop_block_warn_ms) if settings.loop_block_tracking else None
+        )
+
     def resolve(self, cls: type[PluginBase], name: str, config: dict[str, Any]) -> ResolvedSecrets:
         inline = config.get("secrets")
         return self._resolver.resolve(
@@ -70,6 +78,7 @@ class Lifecycle:
         except AgentPMError as exc:
             return self.invalid(record, str(exc))
         record.timeout = self.timeout_for(record.cls, entry.timeout_seconds)
+        record.loop_blocks = self.loop_blocks(record.name)
         record.secrets = self.resolve(record.cls, entry.name, entry.config)
         if entry.enabled:
             try:

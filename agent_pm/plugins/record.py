@@ -10,6 +10,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.isolated import isolation_status
+from agent_pm.plugins.loopblock import LoopBlocks
 from agent_pm.plugins.manifest import ManifestEntry, ManifestItem, to_plain
 from agent_pm.plugins.secrets import ResolvedSecrets, mask_config
 from agent_pm.plugins.telemetry import PluginTelemetry
@@ -39,6 +40,8 @@ class PluginRecord:
     limiter: anyio.CapacityLimiter = field(
         default_factory=lambda: anyio.CapacityLimiter(THREAD_SLOTS_PER_PLUGIN)
     )
+    # How long its inline async handlers' steps hold the loop; ``None`` while not measured.
+    loop_blocks: LoopBlocks | None = None
 
     @property
     def name(self) -> str:
@@ -73,6 +76,7 @@ class PluginRecord:
             ],
             "timeout_seconds": self.timeout,
             "isolation": isolation_status(self.entry, self.instance),
+            "loop_blocks": self.loop_blocks.snapshot() if self.loop_blocks else None,
         }
         if history:
             data["hook_history"] = self.telemetry.samples()

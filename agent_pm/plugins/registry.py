@@ -421,6 +421,7 @@ class PluginRegistry(Emitter):
             timeout=self._life.timeout_for(cls, entry.timeout_seconds),
             telemetry=record.telemetry,
             limiter=record.limiter,
+            loop_blocks=record.loop_blocks,
         )
         candidate.secrets = self._life.resolve(cls, record.name, entry.config)
         if entry.enabled:

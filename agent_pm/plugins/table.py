@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import anyio
 
 from agent_pm.plugins.dispatch import Target
+from agent_pm.plugins.isolated import IsolatedPlugin
+from agent_pm.plugins.loopblock import timed
 from agent_pm.plugins.record import PluginRecord
 
 __all__ = ["DispatchTable"]
@@ -67,7 +69,10 @@ class DispatchTable:
 def _targets_of(record: PluginRecord) -> Iterable[tuple[str, Target]]:
     missing = record.secrets.missing
     skip = f"missing secrets: {', '.join(missing)}" if missing else None
+    isolated = isinstance(record.instance, IsolatedPlugin)  # its steps run in its own loop
     for hook in record.hooks:
         handler = getattr(record.instance, hook)
         is_async = inspect.iscoroutinefunction(handler)
+        if is_async and record.loop_blocks is not None and not isolated:
+            handler = timed(handler, record.loop_blocks, hook)
         yield hook, Target(record.name, handler, is_async, record.timeout, record.limiter, skip)
