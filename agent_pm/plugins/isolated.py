@@ -147,6 +147,7 @@ class IsolatedPlugin(PluginBase):
         self._retry_at = 0.0
         self._restarting = False
         self._restarted: anyio.Event | None = None
+        self._restart_scope: anyio.CancelScope | None = None
         self._routes: list[wire.RouteSpec] = []
         for hook in hooks:
             setattr(self, hook, self._handler(hook))
@@ -170,6 +171,8 @@ class IsolatedPlugin(PluginBase):
     async def on_disable(self) -> None:
         """Run the plugin's ``on_disable`` in its worker, then end the worker."""
         self._stopped = True
+        if self._restart_scope is not None:
+            self._restart_scope.cancel()
         worker = self._worker
         if worker is None or not worker.alive:
             return
@@ -253,11 +256,13 @@ class IsolatedPlugin(PluginBase):
         """Start a successor worker after the backoff (in the background: callers waiting for
         it give up at their own timeouts, the start-up goes on)."""
         try:
-            await anyio.sleep(max(0.0, self._retry_at - time.monotonic()))
-            if self._stopped:
+            worker = None
+            with anyio.CancelScope() as self._restart_scope:  # cancelled by on_disable
+                await anyio.sleep(max(0.0, self._retry_at - time.monotonic()))
+                worker = await self._start()
+            if worker is None:
                 return
-            worker = await self._start()
-            if self._stopped:  # disabled while this worker started
+            if self._stopped:  # disabled just as the worker came up
                 await worker.stop()
                 return
             self._worker = worker

@@ -229,7 +229,10 @@ class WorkerProcess:
             self._kill_timer.cancel()
         stdout.close()
         if not call_soon(token, self._end, status):
-            self.process.kill()  # the service's loop is gone: nothing may outlive it
+            # The service's loop is gone (nothing writes any more): nothing may outlive it.
+            self.process.kill()
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # type: ignore[union-attr]
             return
         self._on_gone(self)
 

@@ -78,9 +78,10 @@ def test_loopblock_keeps_only_the_worst_steps() -> None:
 async def test_loopblock_and_isolation_show_in_the_dashboard_row(registry_factory: Any) -> None:
     from agent_pm.api.dashboard_render import summary_rows
 
-    isolated = BLOCKER.replace("loop_blocker\n", "isolated_where\n", 1).replace(
-        "LoopBlocker", "Where"
-    ) + "  isolation: process\n"
+    isolated = (
+        BLOCKER.replace("loop_blocker\n", "isolated_where\n", 1).replace("LoopBlocker", "Where")
+        + "  isolation: process\n"
+    )
     async with registry_factory(BLOCKER, isolated) as registry:
         await registry.fire("post_plan", seconds=0.15)
         html = summary_rows(registry.list_metadata(history=False), oob=False)
