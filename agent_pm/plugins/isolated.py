@@ -13,14 +13,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 import msgspec
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import Receive, Scope, Send
 
 from agent_pm.errors import (
     AgentPMError,
@@ -30,10 +27,13 @@ from agent_pm.errors import (
 )
 from agent_pm.plugins import wire
 from agent_pm.plugins.background import Background
-from agent_pm.plugins.base import PluginBase, public
+from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.dispatch import describe
 from agent_pm.plugins.manifest import Limits, ManifestEntry
 from agent_pm.plugins.process import Ended, WorkerProcess
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
 
 __all__ = [
     "WORKER_STARTUP_SECONDS",
@@ -47,11 +47,7 @@ MAX_BACKOFF_SECONDS = 30.0
 # How long a worker may take to start its interpreter, import the plugin and build it: the
 # plugin's own timeouts apply to its calls, not to an interpreter start on a loaded machine.
 WORKER_STARTUP_SECONDS = 30.0
-# Request headers that carry the service's own credentials never reach a worker.
-_PRIVATE_HEADERS = frozenset({b"authorization", b"cookie", b"x-api-key"})
 _MAX_REMOTE_TYPES = 256
-# Request state (the caller's role, say) the plugin's routes may read.
-_SCALARS = (str, int, float, bool)
 _remote_types: dict[str, type[RemoteError]] = {}
 
 # Records a worker event (stage, message) in the plugin's error ring.
@@ -388,66 +384,17 @@ class IsolatedPlugin(PluginBase):
 
     def routes(self) -> Sequence[BaseRoute]:
         """Forwarders for the routes the plugin declared in its worker."""
-        forward = Forwarder(self)
-        found: list[BaseRoute] = []
-        for spec in self._routes:
-            route: BaseRoute
-            if spec.mount:
-                route = Mount(spec.path, app=forward)
-            else:
-                route = Route(spec.path, forward, methods=spec.methods)
-            found.append(public(route) if spec.public else route)
-        return found
+        from agent_pm.plugins.forwarding import forwarders  # the web layer, only when served
+
+        return forwarders(self, self._routes)
 
     def prefix(self) -> str:
         return "/" + (type(self).route_prefix or f"/plugins/{self.plugin_name}").strip("/")
 
-
-class Forwarder:
-    """An ASGI app that sends a request to the plugin's worker and relays the answer."""
-
-    def __init__(self, plugin: IsolatedPlugin) -> None:
-        self._plugin = plugin
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = wire.HttpRequest(
-            scope["method"],
-            self._inner_path(scope),
-            scope.get("query_string", b""),
-            [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _PRIVATE_HEADERS],
-            await _body(receive),
-            {k: v for k, v in scope.get("state", {}).items() if isinstance(v, _SCALARS)},
-        )
-        plugin = self._plugin
-        try:
-            value = await plugin._call("http", request.method, request, plugin.hook_timeout)
-            response = msgspec.convert(value, wire.HttpResponse)
-        except WorkerTimeoutError as exc:
-            await JSONResponse({"error": str(exc)}, 504)(scope, receive, send)
-            return
-        except Exception as exc:
-            await JSONResponse({"error": describe(exc)}, 502)(scope, receive, send)
-            return
-        headers = [(bytes(k), bytes(v)) for k, v in response.headers]
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
-
-    def _inner_path(self, scope: Scope) -> str:
-        path: str = scope["path"][len(scope.get("app_root_path", "")) :]
-        prefix = self._plugin.prefix()
-        return path[len(prefix) :] or "/" if path.startswith(prefix) else path
-
-
-async def _body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+    async def serve_http(self, request: wire.HttpRequest) -> wire.HttpResponse:
+        """Answer a request to one of the plugin's routes from its worker."""
+        value = await self._call("http", request.method, request, self.hook_timeout)
+        return msgspec.convert(value, wire.HttpResponse)
 
 
 def _plain(config: Any) -> dict[str, Any]:
