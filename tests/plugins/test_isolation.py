@@ -115,13 +115,13 @@ async def test_isolation_busy_async_handler_leaves_the_loop_free_and_the_next_ca
         "tests.fixtures.plugins", MODULE
     )
     # Long enough for a replacement worker to start on a loaded machine before the next call.
-    async with registry_factory(isolated("Spinner", timeout_seconds=2), inline) as registry:
+    async with registry_factory(isolated("Spinner", timeout_seconds=5), inline) as registry:
         first = worker_pid(registry, "spinner")
         await registry.set_enabled("inline_spinner", False)
         [result], lags = await fire_with_heartbeat(registry, seconds=1000)
         assert result.status == "timeout", result
         # A loaded machine delays beats a little; a blocked loop would delay one by seconds.
-        assert p99(lags) < 0.2, sorted(lags)[-5:]
+        assert p99(lags) < 0.25, sorted(lags)[-5:]
 
         [again] = await registry.fire("post_plan", seconds=0)
         assert again.status == "success", again
@@ -132,9 +132,9 @@ async def test_isolation_busy_async_handler_leaves_the_loop_free_and_the_next_ca
         # The same handler inline holds the loop for as long as it spins.
         await registry.set_enabled("spinner", False)
         await registry.set_enabled("inline_spinner", True)
-        [inline_result], inline_lags = await fire_with_heartbeat(registry, seconds=0.6)
+        [inline_result], inline_lags = await fire_with_heartbeat(registry, seconds=1.0)
         assert inline_result.status == "timeout"
-        assert max(inline_lags) > 0.4
+        assert max(inline_lags) > 0.8
 
 
 async def test_isolation_sync_sleep_is_cut_at_its_timeout_and_leaves_no_thread(
