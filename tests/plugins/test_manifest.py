@@ -174,6 +174,8 @@ while True:
 """
 
 
+# Forty interpreters start one after another: seconds on a quiet machine, minutes on a busy one.
+@pytest.mark.timeout(300)
 def test_manifest_survives_sigkill_mid_write(write_manifest) -> None:
     import random
     import signal

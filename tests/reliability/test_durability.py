@@ -47,6 +47,7 @@ print(json.dumps(outcomes))
 """
 
 
+@pytest.mark.timeout(330)  # the killer's own bound (300 s) decides, not pytest's default
 def test_durability_sigkill_at_random_moments_never_leaves_a_partial_manifest(
     tmp_path: Path,
 ) -> None:
