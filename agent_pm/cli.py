@@ -34,6 +34,10 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument("--manifest", help="plugin manifest (default: PLUGIN_CONFIG_PATH)")
     serve.add_argument("--demo", action="store_true", help="also run the demo traffic source")
     serve.add_argument("--no-watch", action="store_true", help="do not watch the manifest file")
+    serve.add_argument(
+        "--redis", metavar="URL", help="share telemetry and plugins through Redis (cluster mode)"
+    )
+    serve.add_argument("--node", help="this node's name in cluster mode (default: host:pid)")
     serve.set_defaults(run=_serve)
 
 
@@ -196,6 +200,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from agent_pm.api.auth import ApiKeys
     from agent_pm.server import run
 
+    settings = _cluster_settings(args, settings)
     keys = ApiKeys.from_settings(settings)
     build: Callable[..., Starlette] = create_app
     if args.demo:
@@ -212,6 +217,21 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.flush()
     run(app, args.host, args.port)
     return 0
+
+
+def _cluster_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """``settings`` with ``--redis`` and ``--node`` applied; checks the Redis client is there."""
+    import dataclasses
+    import importlib.util
+
+    settings = dataclasses.replace(
+        settings,
+        redis_url=args.redis or settings.redis_url,
+        node_name=args.node or settings.node_name,
+    )
+    if settings.redis_url and importlib.util.find_spec("coredis") is None:
+        raise ValueError("--redis needs the Redis client: install agent-pm[redis]")
+    return settings
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -80,6 +80,10 @@ class Settings:
     failures_max_bytes: int = 64 * 1024 * 1024
     replay_rate: float = 10.0
     replay_bulk_per_minute: int = 6
+    # Cluster mode (docs/DEPLOYMENT.md); the URL may carry a password, so it stays out of repr.
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "agent_pm:"
+    node_name: str | None = None
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -107,5 +111,8 @@ class Settings:
             failures_max_bytes=_count(env, "FAILURES_MAX_BYTES", 64 * 1024 * 1024),
             replay_rate=_float(env, "REPLAY_RATE", 10.0, "calls per second"),
             replay_bulk_per_minute=_count(env, "REPLAY_BULK_PER_MINUTE", 6),
+            redis_url=env.get("AGENT_PM_REDIS_URL") or None,
+            redis_prefix=env.get("AGENT_PM_REDIS_PREFIX") or "agent_pm:",
+            node_name=env.get("AGENT_PM_NODE") or None,
             environ=env,
         )

@@ -53,7 +53,7 @@ def test_readme_run_command_serves_the_bundled_manifest_with_demo_traffic(tmp_pa
                 for hook in plugin["hook_history"].values():
                     if any(sample["status"] == "success" for sample in hook):
                         alive.add(plugin["name"])
-        assert httpx.get(f"{url}/health", timeout=5).json() == {"status": "ok"}
+        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from starlette.applications import Starlette
@@ -26,7 +27,10 @@ from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.watcher import watch_manifest
 from agent_pm.settings import Settings
 
-__all__ = ["PUBLIC_PATHS", "create_app"]
+if TYPE_CHECKING:
+    from agent_pm.plugins.cluster import ClusterNode
+
+__all__ = ["PUBLIC_PATHS", "create_app", "open_cluster"]
 
 PUBLIC_PATHS = frozenset({"/health"})
 STREAM_CLOSE_SECONDS = 5.0
@@ -54,6 +58,17 @@ def _version() -> str:
         return metadata.version("agent-pm")
     except metadata.PackageNotFoundError:
         return "0"
+
+
+def open_cluster(settings: Settings) -> ClusterNode:
+    """This process's node of the cluster sharing ``settings.redis_url``."""
+    try:
+        from agent_pm.plugins.cluster import ClusterNode
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            f"cluster mode needs the Redis client ({exc.name}): install agent-pm[redis]"
+        ) from None
+    return ClusterNode(settings)
 
 
 def create_app(
@@ -96,7 +111,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             if registry is None:
-                opened = PluginRegistry(manifest_path, settings)
+                bus = None
+                if settings.redis_url:
+                    cluster = await stack.enter_async_context(open_cluster(settings))
+                    app.state.cluster, bus = cluster, cluster.bus
+                opened = PluginRegistry(manifest_path, settings, bus=bus)
                 app.state.registry = await stack.enter_async_context(opened)
             async with anyio.create_task_group() as group:
                 await group.start(histograms.run, app.state.registry.bus)
@@ -141,6 +160,7 @@ def create_app(
     # Whatever no core route matches falls through to the routes of the active plugins.
     app.router.default = plugin_routes
     app.state.registry = registry
+    app.state.cluster = None
     app.state.settings = settings
     app.state.api_keys = keys
     app.state.throttle = throttle
