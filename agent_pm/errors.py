@@ -18,13 +18,15 @@ each class to one status code (``agent_pm.api.errors``) and nothing else needs t
     ├── FailureStoreError        the failure store cannot be opened, read or written
     ├── ReplayError              a recorded failure cannot be replayed now
     │   └── ReplayRateError      too many bulk replays of one plugin in the last minute
-    └── ShuttingDownError        a hook call was cancelled because the service is stopping
+    ├── ShuttingDownError        a hook call was cancelled because the service is stopping
+    └── ClusterUnavailableError  cluster mode cannot reach Redis, so nothing is committed
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AgentPMError",
+    "ClusterUnavailableError",
     "ConfigValidationError",
     "EmitLoopError",
     "FailureNotFoundError",
@@ -139,3 +141,8 @@ class ReplayRateError(ReplayError):
 class ShuttingDownError(AgentPMError):
     """Raised to a caller whose hook call the registry cancelled because the service is stopping
     (:meth:`agent_pm.plugins.PluginRegistry.cancel_calls`)."""
+
+
+class ClusterUnavailableError(AgentPMError):
+    """Raised instead of committing an admin change while a cluster node cannot reach Redis:
+    committing locally would let the nodes diverge. Retry once the link is back."""

@@ -26,7 +26,14 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 from agent_pm.durable import fsync_directory
 from agent_pm.errors import ManifestError
 
-__all__ = ["Manifest", "ManifestEntry", "ManifestItem", "current_digest", "to_plain"]
+__all__ = [
+    "Manifest",
+    "ManifestEntry",
+    "ManifestItem",
+    "current_digest",
+    "to_plain",
+    "write_text",
+]
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_DEPTH = 32
@@ -216,6 +223,11 @@ class Manifest:
         data = self.dumps().encode()
         _atomic_write(self.path, data)
         self.digest = hashlib.sha256(data).hexdigest()
+
+
+def write_text(path: Path, text: str) -> None:
+    """Replace the file at ``path`` with ``text``, byte for byte, as atomically as ``save``."""
+    _atomic_write(path, text.encode())
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

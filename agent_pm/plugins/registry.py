@@ -27,7 +27,6 @@ from agent_pm.errors import (
     EmitLoopError,
     InstallRefusedError,
     LifecycleError,
-    ManifestChangedError,
     ManifestError,
     PluginExistsError,
     PluginLoadError,
@@ -48,11 +47,12 @@ from agent_pm.plugins.loader import (
     import_plugin_class,
     validate_config,
 )
-from agent_pm.plugins.manifest import Manifest, ManifestItem, current_digest, to_plain
+from agent_pm.plugins.manifest import Manifest, ManifestItem, to_plain
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.recorder import FailureRecorder
 from agent_pm.plugins.replay import Replays
 from agent_pm.plugins.secrets import redact, unmask_config
+from agent_pm.plugins.store import FileStore, ManifestStore
 from agent_pm.plugins.table import DispatchTable
 from agent_pm.plugins.telemetry import HookSample, PluginTelemetry, Status, now
 from agent_pm.settings import Settings
@@ -77,12 +77,14 @@ class PluginRegistry(Emitter):
         settings: Settings | None = None,
         *,
         bus: Bus | None = None,
+        store: ManifestStore | None = None,
         max_emit_depth: int = 8,
         max_background: int = 1_000,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.manifest_path = Path(manifest_path or self.settings.plugin_config_path)
         self.bus = bus or Bus()
+        self.store: ManifestStore = store or FileStore()
         self.revision = 0
         self.config_errors: list[str] = []
         self.max_emit_depth = max_emit_depth
@@ -314,15 +316,8 @@ class PluginRegistry(Emitter):
         return self._manifest.copy()
 
     async def _save(self, manifest: Manifest) -> None:
-        await anyio.to_thread.run_sync(self._write, manifest)
+        await self.store.commit(manifest, self.revision)
         self._manifest = manifest
-
-    def _write(self, manifest: Manifest) -> None:
-        # ``manifest`` is a copy of the one last loaded or written and carries its digest: if the
-        # file no longer has it, someone edited it since, and writing would lose their edit.
-        if current_digest(manifest.path) != manifest.digest:
-            raise ManifestChangedError(self.revision)
-        manifest.save()
 
     async def set_enabled(
         self, name: str, enabled: bool, *, revision: int | None = None
@@ -459,6 +454,7 @@ class PluginRegistry(Emitter):
             if problems:
                 self.config_errors = problems
                 raise ManifestError(f"manifest not applied: {'; '.join(problems)}")
+            await self.store.adopt(manifest, self.revision)
             try:
                 await self._apply(items)
             except LifecycleError as exc:
@@ -652,10 +648,10 @@ class PluginRegistry(Emitter):
     async def _save_or_stop(
         self, manifest: Manifest, record: PluginRecord, instance: PluginBase | None
     ) -> None:
-        """Write the manifest; if that fails, stop the candidate instance that was started."""
+        """Commit the manifest; if that fails, stop the candidate instance that was started."""
         try:
             await self._save(manifest)
-        except ManifestError:
+        except AgentPMError:
             if instance is not None:
                 await self._life.stop(record, instance)
             raise
@@ -695,7 +691,7 @@ class PluginRegistry(Emitter):
     def _changed(self, records: Iterable[PluginRecord], removed: Iterable[str] = ()) -> None:
         """Rebuild the dispatch table, bump the revision and announce the changed plugins."""
         self._table = DispatchTable(self._records.values(), self._table)
-        self.revision += 1
+        self.revision = self.store.next_revision(self.revision)
         self.failures.track(self._records.values())
         for record in records:
             self.bus.publish(StateChange(self.bus.next_seq(), record.metadata(history=False)))

@@ -1,21 +1,7 @@
 """Cluster mode: several server processes or hosts sharing one Redis (``serve --redis URL``).
 
-Importing ``agent_pm.plugins`` never imports this package, nor the Redis client it needs (the
-``agent-pm[redis]`` extra).
+``node`` runs one process's part (``ClusterNode``): ``link`` keeps the connection, ``bus`` shares
+telemetry through a Redis Stream, ``control`` shares the manifest; ``report`` holds the plain
+structs the surfaces show. Only ``report`` may be imported without the Redis client (the
+``agent-pm[redis]`` extra), and importing ``agent_pm.plugins`` imports none of this package.
 """
-
-from __future__ import annotations
-
-from agent_pm.plugins.cluster.bus import BusCounters, ClusterBus
-from agent_pm.plugins.cluster.link import LinkState, RedisLink
-from agent_pm.plugins.cluster.node import ClusterNode, NodeStatus, default_node_name
-
-__all__ = [
-    "BusCounters",
-    "ClusterBus",
-    "ClusterNode",
-    "LinkState",
-    "NodeStatus",
-    "RedisLink",
-    "default_node_name",
-]

@@ -29,23 +29,15 @@ from anyio.abc import TaskStatus
 
 from agent_pm.plugins.bus import Bus, Message, StateChange
 from agent_pm.plugins.cluster.link import Redis
+from agent_pm.plugins.cluster.report import BusCounters
 from agent_pm.plugins.cluster.scripts import APPEND, JOIN
 from agent_pm.plugins.telemetry import HookSample
 
-__all__ = ["BusCounters", "ClusterBus"]
+__all__ = ["ClusterBus"]
 
 logger = logging.getLogger(__name__)
 READ_BLOCK_MS = 1_000
 _encode = msgspec.json.Encoder().encode
-
-
-class BusCounters(msgspec.Struct):
-    """Messages this node forwarded to the stream, received from others, dropped, kept local."""
-
-    forwarded: int = 0
-    received: int = 0
-    dropped: int = 0
-    local: int = 0
 
 
 class ClusterBus(Bus):

@@ -12,19 +12,18 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import anyio
 import coredis
-import msgspec
 from anyio.abc import TaskStatus
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
+from agent_pm.plugins.cluster.report import LinkState
 from agent_pm.plugins.telemetry import now
 
-__all__ = ["LinkState", "RedisLink", "Service", "connect"]
+__all__ = ["RedisLink", "Service", "connect"]
 
 logger = logging.getLogger(__name__)
 Redis = coredis.Redis[bytes]
@@ -40,15 +39,6 @@ class Service(Protocol):
 
     def down(self) -> None:
         """The link was lost: carry on without Redis until the next ``serve``."""
-
-
-class LinkState(msgspec.Struct, frozen=True):
-    """How the node's link to Redis stands, for ``/health`` and ``/cluster``."""
-
-    state: Literal["connecting", "up", "down"]
-    since: datetime
-    reconnects: int = 0
-    error: str | None = None
 
 
 def connect(url: str) -> Redis:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from types import TracebackType
 
 import anyio
 import msgspec
 
-from agent_pm.plugins.cluster.bus import BusCounters, ClusterBus
-from agent_pm.plugins.cluster.link import LinkState, RedisLink, Service
+from agent_pm.plugins.cluster.bus import ClusterBus
+from agent_pm.plugins.cluster.control import ControlPlane
+from agent_pm.plugins.cluster.link import RedisLink
+from agent_pm.plugins.cluster.report import NodeStatus
 from agent_pm.settings import Settings
 
-__all__ = ["ClusterNode", "NodeStatus", "default_node_name"]
+__all__ = ["ClusterNode", "default_node_name"]
 
 # How long start-up waits for Redis before serving on local state (and keeps connecting).
 CONNECT_WAIT_SECONDS = 5.0
@@ -24,41 +27,40 @@ def default_node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class NodeStatus(msgspec.Struct, frozen=True):
-    """This node's view of the cluster, for ``/health``."""
-
-    node: str
-    link: LinkState
-    counters: BusCounters
-    pending: int
-
-
 class ClusterNode:
     """The cluster services of one server process, sharing the Redis at ``settings.redis_url``.
 
-    Entering starts the link and waits up to ``connect_wait`` seconds for Redis; a node that
-    cannot reach it serves on local state and keeps trying in the background.
+    ``bus`` and ``control`` are the bus and manifest store of the process's registry, whose
+    local copy of the manifest is ``manifest_path``. Entering starts the link and waits up to
+    ``connect_wait`` seconds for Redis (and for the local copy to be brought up to date); a node
+    that cannot reach it serves on local state and keeps trying in the background.
     """
 
     def __init__(
         self,
         settings: Settings,
+        manifest_path: Path | None = None,
         *,
         node: str | None = None,
-        services: tuple[Service, ...] = (),
         connect_wait: float = CONNECT_WAIT_SECONDS,
     ) -> None:
         if not settings.redis_url:
             raise ValueError("a cluster node needs a Redis URL (AGENT_PM_REDIS_URL or --redis)")
         self.name = node or settings.node_name or default_node_name()
-        self.bus = ClusterBus(self.name, settings.redis_prefix)
-        self.link = RedisLink(settings.redis_url, (self.bus, *services))
+        prefix = settings.redis_prefix
+        self.bus = ClusterBus(self.name, prefix)
+        path = manifest_path or settings.plugin_config_path
+        self.control = ControlPlane(self.name, prefix, path)
+        self.link = RedisLink(settings.redis_url, (self.bus, self.control))
         self.connect_wait = connect_wait
         self._group: anyio.abc.TaskGroup | None = None
 
     def status(self) -> NodeStatus:
         counters = msgspec.structs.replace(self.bus.counters)
-        return NodeStatus(self.name, self.link.state, counters, self.bus.pending)
+        control = self.control
+        return NodeStatus(
+            self.name, self.link.state, counters, self.bus.pending, control.applied, control.error
+        )
 
     async def __aenter__(self) -> ClusterNode:
         self._group = anyio.create_task_group()

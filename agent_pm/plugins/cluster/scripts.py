@@ -41,22 +41,24 @@ return seq
 """
 
 SEED = """
--- KEYS: manifest hash. ARGV: text. Stores the text as revision 1 unless a manifest is stored.
+-- KEYS: manifest hash. ARGV: text, revision. Stores them unless a manifest is stored already
+-- (a node that outlived a Redis restart seeds the revision it runs, so revisions never go back).
 -- Returns the stored revision and text.
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'revision', 1, 'text', ARGV[1])
+  redis.call('HSET', KEYS[1], 'revision', ARGV[2], 'text', ARGV[1])
 end
 return redis.call('HMGET', KEYS[1], 'revision', 'text')
 """
 
 COMMIT = """
--- KEYS: manifest hash, notice channel. ARGV: expected revision, text, node.
--- Compare and set: only a writer that saw the current revision commits the next one.
+-- KEYS: manifest hash, notice stream. ARGV: expected revision, text, node.
+-- Compare and set: only a writer that saw the current revision commits the next one; the
+-- notice wakes every node's control plane.
 local current = tonumber(redis.call('HGET', KEYS[1], 'revision') or '0')
 if current ~= tonumber(ARGV[1]) then
   return {0, current}
 end
 redis.call('HSET', KEYS[1], 'revision', current + 1, 'text', ARGV[2], 'node', ARGV[3])
-redis.call('PUBLISH', KEYS[2], current + 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100, '*', 'revision', current + 1)
 return {1, current + 1}
 """

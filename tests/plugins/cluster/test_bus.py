@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from agent_pm.plugins.bus import Lagged, StateChange, Subscription
-from agent_pm.plugins.cluster import ClusterNode
+from agent_pm.plugins.cluster.node import ClusterNode
 from agent_pm.plugins.telemetry import HookSample, now
 from agent_pm.settings import Settings
 from tests.fixtures.redis import RedisServer
