@@ -103,7 +103,7 @@ async def test_cluster_bus_counts_an_entry_it_cannot_decode(redis_settings: Sett
     async with node(redis_settings, "a") as a, coredis.Redis.from_url(url) as r:
         with a.bus.subscribe() as on_a:
             stream = f"{redis_settings.redis_prefix}stream"
-            await r.xadd(stream, {"n": "z", "m": "not json"}, identifier="999999-0")
+            await r.xadd(stream, {"n": "z", "c": "1", "m": "not json"}, identifier="999999-0")
             a.bus.publish(sample())
             [message] = await take(on_a, 1)
     assert isinstance(message, HookSample) and message.seq > 999999
