@@ -31,10 +31,12 @@ async def member(
     path = root / name / "plugins.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(text)
-    async with ClusterNode(settings, path, node=name) as node:
-        async with PluginRegistry(path, settings, bus=node.bus, store=node.control) as registry:
-            node.control.attach(registry)
-            yield node, registry
+    async with (
+        ClusterNode(settings, path, node=name) as node,
+        PluginRegistry(path, settings, bus=node.bus, store=node.control) as registry,
+    ):
+        node.control.attach(registry)
+        yield node, registry
 
 
 async def applied(node: ClusterNode, plugin: str, state: str) -> None:
@@ -42,9 +44,9 @@ async def applied(node: ClusterNode, plugin: str, state: str) -> None:
     with anyio.fail_after(10), node.bus.subscribe(plugins=[plugin]) as subscription:
         while True:
             for message in await subscription.receive():
-                if isinstance(message, StateChange) and message.node == node.name:
-                    if message.plugin.get("state") == state:
-                        return
+                mine = isinstance(message, StateChange) and message.node == node.name
+                if mine and message.plugin.get("state") == state:
+                    return
 
 
 async def test_control_commit_on_a_stale_revision_stops_the_candidate(
