@@ -81,6 +81,16 @@ async def state(url: str, plugin: str) -> str:
     return (await get(url, f"/plugins/{plugin}")).json()["plugin"]["state"]
 
 
+async def converged(urls: tuple[str, ...], plugin: str, wanted: str) -> None:
+    """Wait until every node has ``plugin`` in state ``wanted``; they then share one revision."""
+
+    async def everywhere() -> bool:
+        return all([await state(url, plugin) == wanted for url in urls])
+
+    await until(everywhere)
+    assert len({(await get(url, "/plugins")).headers["etag"] for url in urls}) == 1
+
+
 # Each test starts server processes; on a busy machine that alone takes a while.
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(300)]
 
@@ -101,13 +111,7 @@ async def test_cluster_processes_share_admin_changes_and_samples(
         assert samples[0]["node"] == "n1" and samples[0]["plugin"] == "echo"
 
         assert (await post(a, "/plugins/echo/disable")).status_code == 200
-
-        async def disabled_on_b() -> bool:
-            return await state(b, "echo") == "disabled"
-
-        await until(disabled_on_b)
-        revisions = {(await get(url, "/plugins")).headers["etag"] for url in (a, b)}
-        assert len(revisions) == 1
+        await converged((a, b), "echo", "disabled")
 
 
 async def test_cluster_processes_commit_one_of_fifty_updates_on_one_revision(
@@ -170,13 +174,7 @@ async def test_cluster_processes_survive_redis_going_away_and_converge(
             stop.set()
         assert failures == []
         assert (await post(b, "/plugins/echo/disable")).status_code == 200
-
-        async def disabled_on_a() -> bool:
-            return await state(a, "echo") == "disabled"
-
-        await until(disabled_on_a)
-        revisions = {(await get(url, "/plugins")).headers["etag"] for url in (a, b)}
-        assert len(revisions) == 1
+        await converged((a, b), "echo", "disabled")
 
 
 async def test_cluster_workers_share_one_port_and_one_state(

@@ -79,9 +79,8 @@ async def test_control_revisions_agree_across_nodes(
         await a.set_enabled("echo", False)
         await applied(b_node, "echo", "disabled")
         assert a.revision == b.revision == 2
-        assert (tmp_path / "b" / "plugins.yaml").read_text() == (
-            tmp_path / "a" / "plugins.yaml"
-        ).read_text()
+        copies = {(tmp_path / name / "plugins.yaml").read_text() for name in "ab"}
+        assert len(copies) == 1
 
 
 async def test_control_outside_edit_of_a_node_s_file_is_committed_for_all(
