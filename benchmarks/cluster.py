@@ -106,7 +106,7 @@ async def time_fire(registry: PluginRegistry) -> float:
     return statistics.median(rounds)
 
 
-async def fire_overhead(settings: Settings, root: Path) -> None:
+async def fire_overhead(settings: Settings, root: Path) -> str:
     path = root / "embedded.yaml"
     path.write_text(trivial_manifest(10))
     async with PluginRegistry(path, settings) as embedded:
@@ -115,9 +115,10 @@ async def fire_overhead(settings: Settings, root: Path) -> None:
         shared = await time_fire(clustered)
     print(f"fire, 10 plugins: embedded {alone * 1e6:.1f} us, redis {shared * 1e6:.1f} us")
     print(f"  ratio {shared / alone:.2f}x (target <= 1.2x)")
+    return f"fire x{shared / alone:.2f}"
 
 
-async def forwarding(settings: Settings, root: Path, rate: int, seconds: float) -> None:
+async def forwarding(settings: Settings, root: Path, rate: int, seconds: float) -> str:
     async with member(settings, root, "fa", 0) as (a, _), member(settings, root, "fb", 0) as (b, _):
         latencies: list[float] = []
         received = [0] * 20
@@ -172,9 +173,11 @@ async def forwarding(settings: Settings, root: Path, rate: int, seconds: float) 
             f"p99 {percentile(latencies, 0.99) * 1e3:.1f} ms (target < 100 ms)"
         )
         print(f"  dropped: {a.bus.counters.dropped + b.bus.counters.dropped}")
+        p99 = percentile(latencies, 0.99) * 1e3
+        return f"forwarded {delivered / elapsed:,.0f}/s p99 {p99:.0f} ms"
 
 
-async def change_latency(settings: Settings, root: Path, changes: int) -> None:
+async def change_latency(settings: Settings, root: Path, changes: int) -> str:
     async with member(settings, root, "ca", 1) as (_, a), member(settings, root, "cb", 1) as (b, _):
         timings = []
         for i in range(changes):
@@ -194,6 +197,7 @@ async def change_latency(settings: Settings, root: Path, changes: int) -> None:
             f"  p50 {percentile(timings, 0.5) * 1e3:.1f} ms, "
             f"p99 {percentile(timings, 0.99) * 1e3:.1f} ms (target < 1 s)"
         )
+        return f"change live everywhere p99 {percentile(timings, 0.99) * 1e3:.0f} ms"
 
 
 async def main(rate: int, seconds: float, changes: int) -> None:
@@ -201,16 +205,18 @@ async def main(rate: int, seconds: float, changes: int) -> None:
         root = Path(directory)
         redis, url = start_redis(root)
         try:
-            for index, scenario in enumerate(("fire", "forwarding", "change")):
-                settings = Settings.from_env(
-                    {"AGENT_PM_REDIS_URL": url, "AGENT_PM_REDIS_PREFIX": f"bench{index}:"}
+
+            def settings(prefix: str) -> Settings:
+                return Settings.from_env(
+                    {"AGENT_PM_REDIS_URL": url, "AGENT_PM_REDIS_PREFIX": f"bench-{prefix}:"}
                 )
-                if scenario == "fire":
-                    await fire_overhead(settings, root)
-                elif scenario == "forwarding":
-                    await forwarding(settings, root, rate, seconds)
-                else:
-                    await change_latency(settings, root, changes)
+
+            figures = [
+                await fire_overhead(settings("fire"), root),
+                await forwarding(settings("forward"), root, rate, seconds),
+                await change_latency(settings("change"), root, changes),
+            ]
+            print(f"summary: {'; '.join(figures)}")
         finally:
             redis.kill()
             redis.wait()

@@ -41,7 +41,7 @@ READ_BLOCK_MS = 1_000
 READ_COUNT = 1_000
 # Once a message is waiting, the sender (and, after a short read, the reader) waits this long for
 # more to share its round trip: one script call per burst instead of one per ``fire``.
-LINGER_SECONDS = 0.005
+LINGER_SECONDS = 0.015
 _encode = msgspec.json.Encoder().encode
 
 
