@@ -55,6 +55,7 @@ class ControlPlane:
         self.path = path
         self.applied = 0
         self.error: str | None = None
+        self._incoming: int | None = None
         self._keys = (f"{prefix}manifest", f"{prefix}notices")
         self._prefix = prefix
         self._digest: str | None = None
@@ -81,7 +82,7 @@ class ControlPlane:
             await self._commit(await anyio.to_thread.run_sync(self.path.read_text), revision)
 
     def next_revision(self, revision: int) -> int:
-        return self.applied
+        return self._incoming or self.applied
 
     async def _commit(self, text: str, revision: int) -> None:
         redis = self._redis
@@ -153,14 +154,17 @@ class ControlPlane:
         if registry is None:  # starting: the registry loads the file next
             self._accept(revision, text)
             return
-        self._digest = digest
+        self._digest, self._incoming = digest, revision
         try:
             await registry.reload(only_if_changed=True)
         except AgentPMError as exc:
             self.error = f"revision {revision} not applied: {exc}"
             logger.error("%s", self.error)
             return
+        finally:
+            self._incoming = None
         self._accept(revision, text)
+        # A revision whose text this node already runs changes no plugin, only the number.
         registry.revision = revision
 
     async def _report(self, redis: Redis) -> None:

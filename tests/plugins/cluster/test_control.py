@@ -39,14 +39,25 @@ async def member(
         yield node, registry
 
 
-async def applied(node: ClusterNode, plugin: str, state: str) -> None:
-    """Wait (bounded) until ``node`` announces ``plugin`` in ``state`` on its own bus."""
-    with anyio.fail_after(10), node.bus.subscribe(plugins=[plugin]) as subscription:
+async def applied(
+    node: ClusterNode, registry: PluginRegistry, plugin: str, state: str
+) -> None:
+    """Wait (bounded) until ``node`` has announced ``plugin`` in ``state`` on its own bus, which
+    it does once the change and its revision are in place; subscribed before looking at the
+    registry, so an announcement cannot slip in between."""
+    with anyio.fail_after(30), node.bus.subscribe(plugins=[plugin]) as subscription:
+        if registry.metadata_for(plugin, history=False)["state"] == state and not _busy(node):
+            return
         while True:
             for message in await subscription.receive():
                 mine = isinstance(message, StateChange) and message.node == node.name
                 if mine and message.plugin.get("state") == state:
                     return
+
+
+def _busy(node: ClusterNode) -> bool:
+    """Whether ``node`` is in the middle of applying a revision."""
+    return node.control.next_revision(0) != node.control.applied
 
 
 async def test_control_commit_on_a_stale_revision_stops_the_candidate(
@@ -62,7 +73,7 @@ async def test_control_commit_on_a_stale_revision_stops_the_candidate(
         with pytest.raises(RevisionConflictError):
             # B has not heard of A's change yet, or has: either way its revision is stale.
             await b.set_enabled("lifecycle", True, revision=stale)
-        await applied(b_node, "lifecycle", "enabled")
+        await applied(b_node, b, "lifecycle", "enabled")
     starts = [m for _, m in Lifecycle.calls].count("on_enable")
     stops = [m for _, m in Lifecycle.calls].count("on_disable")
     assert starts == stops  # every instance started, B's refused candidate too, was stopped
@@ -77,7 +88,7 @@ async def test_control_revisions_agree_across_nodes(
     ):
         assert a.revision == b.revision == 1
         await a.set_enabled("echo", False)
-        await applied(b_node, "echo", "disabled")
+        await applied(b_node, b, "echo", "disabled")
         assert a.revision == b.revision == 2
         copies = {(tmp_path / name / "plugins.yaml").read_text() for name in "ab"}
         assert len(copies) == 1
@@ -92,7 +103,7 @@ async def test_control_outside_edit_of_a_node_s_file_is_committed_for_all(
     ):
         (tmp_path / "a" / "plugins.yaml").write_text(ECHO.replace("true", "false"))
         await a.reload()
-        await applied(b_node, "echo", "disabled")
+        await applied(b_node, b, "echo", "disabled")
         assert a.revision == b.revision == 2
 
 
@@ -119,7 +130,7 @@ async def test_control_without_redis_refuses_to_commit_and_converges_after(
             await a_node.link.wait_up()
             await b_node.link.wait_up()
         await a.set_enabled("echo", False)
-        await applied(b_node, "echo", "disabled")
+        await applied(b_node, b, "echo", "disabled")
         assert a.revision == b.revision
 
 
