@@ -39,9 +39,7 @@ async def member(
         yield node, registry
 
 
-async def applied(
-    node: ClusterNode, registry: PluginRegistry, plugin: str, state: str
-) -> None:
+async def applied(node: ClusterNode, registry: PluginRegistry, plugin: str, state: str) -> None:
     """Wait (bounded) until ``node`` has announced ``plugin`` in ``state`` on its own bus, which
     it does once the change and its revision are in place; subscribed before looking at the
     registry, so an announcement cannot slip in between."""
