@@ -53,6 +53,11 @@ def _prefixes(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
+def _optional_list(environ: Mapping[str, str], key: str) -> tuple[str, ...] | None:
+    """A comma-separated list; ``None`` when the variable is not set at all."""
+    return _prefixes(environ[key]) if key in environ else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Environment-driven configuration of the service.
@@ -67,6 +72,8 @@ class Settings:
     hook_timeout_seconds: float = 10.0
     plugin_install_allow: tuple[str, ...] = ()
     api_keys_file: Path | None = None
+    # Names ``{env: NAME}`` may read; ``None``: each plugin's own declared secret names.
+    plugin_secret_env_allow: tuple[str, ...] | None = None
     api_key: str | None = field(default=None, repr=False)
     admin_api_key: str | None = field(default=None, repr=False)
     session_secret: str | None = field(default=None, repr=False)
@@ -74,6 +81,7 @@ class Settings:
     jira_email: str | None = field(default=None, repr=False)
     jira_api_token: str | None = field(default=None, repr=False)
     slack_bot_token: str | None = field(default=None, repr=False)
+    # Every file path in a plugin config resolves inside this directory (created when needed).
     data_dir: Path = Path("data")
     record_failures: bool = False
     failures_max_count: int = 10_000
@@ -98,6 +106,7 @@ class Settings:
             hook_timeout_seconds=_float(env, "HOOK_TIMEOUT_SECONDS", 10.0),
             plugin_install_allow=_prefixes(env.get("PLUGIN_INSTALL_ALLOW")),
             api_keys_file=Path(keys_file) if keys_file else None,
+            plugin_secret_env_allow=_optional_list(env, "PLUGIN_SECRET_ENV_ALLOW"),
             api_key=env.get("API_KEY") or None,
             admin_api_key=env.get("ADMIN_API_KEY") or None,
             session_secret=env.get("SESSION_SECRET") or None,
