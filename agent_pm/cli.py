@@ -157,19 +157,21 @@ def _plugins_parser(prog: str) -> argparse.ArgumentParser:
 # -- entry points ----------------------------------------------------------------------------
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 1) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from agent_pm.admin_client import AdminError
-    from agent_pm.errors import AgentPMError
+    from agent_pm.admin_client import AdminError, RefusedChangeError
+    from agent_pm.errors import AgentPMError, ConfigValidationError
     from agent_pm.settings import Settings
 
     try:
         settings = Settings.from_env()
         code: int = args.run(args, settings)
+    except (ConfigValidationError, RefusedChangeError) as exc:
+        return _fail(str(exc), 2)  # a refused change, as a refused argument: nothing written
     except (AgentPMError, AdminError, ValueError, OSError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:

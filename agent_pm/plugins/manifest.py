@@ -118,6 +118,24 @@ def _check_node(node: Node) -> None:
             raise ManifestError(f"text at line {_line(current)} is not valid Unicode")
 
 
+def _check_shape(value: Any) -> None:
+    """Refuse values that compose into more than ``MAX_NODES`` nodes or ``MAX_DEPTH`` levels,
+    counted as :func:`_check_node` counts them (a mapping, then each key and value)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    visited = 0
+    while stack:
+        current, depth = stack.pop()
+        visited += 1
+        if visited > MAX_NODES:
+            raise UnloadableChangeError(f"manifest would have more than {MAX_NODES} nodes")
+        if depth > MAX_DEPTH:
+            raise UnloadableChangeError(f"manifest would be nested deeper than {MAX_DEPTH} levels")
+        if isinstance(current, dict):
+            stack.extend((child, depth + 1) for pair in current.items() for child in pair)
+        elif isinstance(current, list):
+            stack.extend((child, depth + 1) for child in current)
+
+
 def _line(node: Node) -> int | str:
     return node.start_mark.line + 1 if node.start_mark else "?"
 
@@ -261,6 +279,7 @@ class Manifest:
         Raises :class:`UnloadableChangeError` (nothing has been written) when ``load`` would
         refuse the text: too large, too deep, too many nodes, not encodable.
         """
+        _check_shape(self._root)  # fails fast, before dumping a bomb, on the same limits
         text = self.dumps()
         try:
             data = text.encode()

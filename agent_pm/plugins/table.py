@@ -70,12 +70,15 @@ def _targets_of(record: PluginRecord) -> Iterable[tuple[str, Target]]:
     for hook in record.hooks:
         handler = getattr(record.instance, hook)
         is_async = inspect.iscoroutinefunction(handler)
-        yield hook, Target(
-            record.name,
-            handler,
-            is_async,
-            record.timeout,
-            record.limiter,
-            skip,
-            record.secrets.redactor,
+        yield (
+            hook,
+            Target(
+                record.name,
+                handler,
+                is_async,
+                record.timeout,
+                record.limiter,
+                skip,
+                record.secrets.redactor,
+            ),
         )

@@ -5,12 +5,18 @@ append returns once its line is durable. A batch is written as complete lines in
 ``os.write``, and ``open`` cuts a partial last line a killed writer may have left, so readers only
 ever see whole lines. Before the file would pass ``rotate_bytes`` it is renamed to the next free
 ``<name>.<n>`` — a higher ``n`` is newer, and rotation never renames an already rotated file.
+
+Cutting and rotating change a file, so they are only done to a file this writer created: its
+owner's name is kept in ``.<name>.owner`` beside it, written before the file itself. An existing
+file without that mark, or marked by another owner (another plugin's file, the audit log, a
+database), is refused on open and never written, cut or renamed; so is a symlink.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +25,7 @@ import anyio.to_thread
 
 from agent_pm.durable import fsync_directory
 
-__all__ = ["JsonlLog"]
+__all__ = ["JsonlLog", "claim"]
 
 _SCAN_BYTES = 64 * 1024
 
@@ -50,12 +56,55 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class JsonlLog:
-    """Lines appended to ``path``, rotated past ``rotate_bytes``; open, append, then close."""
+def _owner_mark(path: Path) -> Path:
+    return path.with_name(f".{path.name}.owner")
 
-    def __init__(self, path: Path, rotate_bytes: int) -> None:
+
+def _read_mark(mark: Path) -> str:
+    fd = os.open(mark, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def claim(path: Path, owner: str) -> None:
+    """Make sure ``path`` is ``owner``'s to write: marked as theirs, or new and marked now.
+
+    Raises ``PermissionError`` for a file someone else created or marked.
+    """
+    mark = _owner_mark(path)
+    try:
+        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileExistsError:
+        if _read_mark(mark) != owner:
+            raise PermissionError(
+                f"{path} belongs to another writer; choose another path"
+            ) from None
+        return
+    try:
+        if os.path.lexists(path):
+            os.unlink(mark)
+            raise PermissionError(
+                f"{path} exists and was not created by {owner}; choose another path"
+            )
+        _write_all(fd, owner.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_directory(path.parent)
+
+
+class JsonlLog:
+    """Lines appended to ``path``, rotated past ``rotate_bytes``; open, append, then close.
+
+    ``owner`` names the writer (a plugin's name): only a file it created is cut or rotated.
+    """
+
+    def __init__(self, path: Path, rotate_bytes: int, *, owner: str) -> None:
         self.path = path
         self.rotate_bytes = rotate_bytes
+        self.owner = owner
         self._fd: int | None = None
         self._size = 0
         self._pending: list[_Entry] = []
@@ -95,8 +144,14 @@ class JsonlLog:
 
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        size = os.fstat(fd).st_size
+        claim(self.path, self.owner)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o644)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise PermissionError(f"{self.path} is not a regular file")
+        size = info.st_size
         complete = _complete_length(fd, size)
         if complete < size:
             os.ftruncate(fd, complete)

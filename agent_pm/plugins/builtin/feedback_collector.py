@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from agent_pm.errors import AgentPMError
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.builtin._feedback_store import FeedbackStore
+from agent_pm.plugins.paths import DataPath
 
 __all__ = ["Feedback", "FeedbackCollectorPlugin"]
 
@@ -101,7 +102,7 @@ class FeedbackCollectorPlugin(PluginBase):
     class Config(msgspec.Struct, forbid_unknown_fields=True):
         """Where the database lives."""
 
-        database_path: str = "var/feedback.sqlite3"
+        database_path: DataPath = "feedback/feedback.sqlite3"
 
     config: Config
 
