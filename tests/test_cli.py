@@ -281,6 +281,38 @@ async def test_url_mode_reads_the_environment_and_reports_http_errors(
     assert (code, err) == (1, "agent-pm: error: no plugin named 'nobody' (HTTP 404)\n")
 
 
+DEEP_KEY = ".".join(["k"] * 40)
+
+
+@pytest.mark.anyio
+async def test_url_mode_refuses_unloadable_changes_with_exit_2(
+    server_url: str, manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = manifest.read_bytes()
+    remote = ["plugins", "--url", server_url, "--api-key", ADMIN_KEY]
+    code, _, err = await cli(capsys, *remote, "update", "echo", "--set", f"{DEEP_KEY}=1")
+    assert code == 2 and "nested deeper than 32 levels (HTTP 422)" in err
+    non_utf8 = b"caf\xe9".decode(errors="surrogateescape")  # as Python hands such argv over
+    code, _, err = await cli(capsys, *remote, "update", "echo", "--set", f"note={non_utf8}")
+    assert code == 2 and "not valid Unicode" in err
+    assert manifest.read_bytes() == before
+
+
+def test_file_mode_refuses_a_non_utf8_argument_with_exit_2(manifest: Path) -> None:
+    """A real process, so the byte arrives as the operating system passes it."""
+    before = manifest.read_bytes()
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env["PYTHONPATH"] = str(ROOT)
+    argv = [sys.executable, "-m", "agent_pm.cli", *plugins(manifest, "update", "echo")]
+    for value in (b"note=caf\xe9", f"{DEEP_KEY}=1".encode()):
+        done = subprocess.run(
+            [*argv, "--set", value], env=env, capture_output=True, timeout=120, check=False
+        )
+        assert done.returncode == 2, done.stderr
+        assert b"cannot load" in done.stderr and b"Traceback" not in done.stderr
+    assert manifest.read_bytes() == before
+
+
 def test_url_mode_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     sock = bound_socket()
     host, port = sock.getsockname()

@@ -84,9 +84,7 @@ async def test_manifest_unencodable_description_is_refused_at_install(
     before = manifest.read_bytes()
     async with PluginRegistry(manifest, allowing) as registry:
         with pytest.raises(ConfigValidationError, match="not valid Unicode"):
-            await registry.install(
-                "tests.fixtures.plugins:Echo", name="more", description="\udcff"
-            )
+            await registry.install("tests.fixtures.plugins:Echo", name="more", description="\udcff")
     assert manifest.read_bytes() == before
 
 
