@@ -175,20 +175,25 @@ def test_discover_and_install_by_entry_point(
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "message", "status"),
     [
-        (("enable", "nobody"), "no plugin named 'nobody'"),
-        (("install", "--module", "os.path:join"), "module 'os.path' is not allowed"),
-        (("update", "strict", "--set", "novalue"), "--set expects KEY=VALUE"),
-        (("update", "strict", "--set", "chanel=x"), "unknown config key 'chanel'"),
-        (("install", "--entry-point", "nope"), "no installed entry point named 'nope'"),
+        (("enable", "nobody"), "no plugin named 'nobody'", 1),
+        (("install", "--module", "os.path:join"), "module 'os.path' is not allowed", 1),
+        (("update", "strict", "--set", "novalue"), "--set expects KEY=VALUE", 1),
+        # A refused change exits 2, as the API answers it 422.
+        (("update", "strict", "--set", "chanel=x"), "unknown config key 'chanel'", 2),
+        (("install", "--entry-point", "nope"), "no installed entry point named 'nope'", 1),
     ],
 )
-def test_errors_exit_1_with_one_line(
-    manifest: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+def test_errors_exit_with_one_line(
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    message: str,
+    status: int,
 ) -> None:
     code, _, err = run(capsys, *plugins(manifest, *argv))
-    assert code == 1
+    assert code == status
     assert err.count("\n") == 1 and err.startswith("agent-pm: error: ")
     assert message in err
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -96,44 +96,51 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def _check_node(node: Node) -> None:
-    """Refuse object-constructing tags, deep nesting, alias bombs and text that is not valid
-    Unicode (a ``"\\ud800"`` escape) before anything is built."""
-    stack: list[tuple[Node, int]] = [(node, 1)]
+def _bounded(
+    root: Any, children: Callable[[Any], Iterable[Any]], error: Callable[[str], Exception]
+) -> Iterator[Any]:
+    """Every node of the tree under ``root``, aliases expanded; ``error`` past ``MAX_NODES``
+    nodes or ``MAX_DEPTH`` levels."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
     visited = 0
     while stack:
         current, depth = stack.pop()
         visited += 1
         if visited > MAX_NODES:
-            raise ManifestError(f"manifest has more than {MAX_NODES} nodes (alias expansion?)")
+            raise error(f"manifest has more than {MAX_NODES} nodes (alias expansion?)")
         if depth > MAX_DEPTH:
-            raise ManifestError(f"manifest is nested deeper than {MAX_DEPTH} levels")
+            raise error(f"manifest is nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children(current))
+        yield current
+
+
+def _node_children(node: Node) -> Iterable[Node]:
+    if isinstance(node, MappingNode):
+        return [child for pair in node.value for child in pair]
+    return node.value if isinstance(node, SequenceNode) else ()
+
+
+def _value_children(value: Any) -> Iterable[Any]:
+    if isinstance(value, dict):
+        return [child for pair in value.items() for child in pair]
+    return value if isinstance(value, list) else ()
+
+
+def _check_node(node: Node) -> None:
+    """Refuse object-constructing tags, deep nesting, alias bombs and text that is not valid
+    Unicode (a ``"\\ud800"`` escape) before anything is built."""
+    for current in _bounded(node, _node_children, ManifestError):
         if current.tag not in _STANDARD_TAGS:
             raise ManifestError(f"unsupported YAML tag {current.tag!r} at line {_line(current)}")
-        if isinstance(current, MappingNode):
-            stack.extend((child, depth + 1) for pair in current.value for child in pair)
-        elif isinstance(current, SequenceNode):
-            stack.extend((child, depth + 1) for child in current.value)
-        elif isinstance(current, ScalarNode) and not _encodable(current.value):
+        if isinstance(current, ScalarNode) and not _encodable(current.value):
             raise ManifestError(f"text at line {_line(current)} is not valid Unicode")
 
 
 def _check_shape(value: Any) -> None:
-    """Refuse values that compose into more than ``MAX_NODES`` nodes or ``MAX_DEPTH`` levels,
-    counted as :func:`_check_node` counts them (a mapping, then each key and value)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    visited = 0
-    while stack:
-        current, depth = stack.pop()
-        visited += 1
-        if visited > MAX_NODES:
-            raise UnloadableChangeError(f"manifest would have more than {MAX_NODES} nodes")
-        if depth > MAX_DEPTH:
-            raise UnloadableChangeError(f"manifest would be nested deeper than {MAX_DEPTH} levels")
-        if isinstance(current, dict):
-            stack.extend((child, depth + 1) for pair in current.items() for child in pair)
-        elif isinstance(current, list):
-            stack.extend((child, depth + 1) for child in current)
+    """Refuse values that would compose into more nodes or levels than :func:`_check_node`
+    allows, counted the same way; cheap, so a bomb is refused before it is dumped."""
+    for _ in _bounded(value, _value_children, UnloadableChangeError):
+        pass
 
 
 def _line(node: Node) -> int | str:
@@ -217,6 +224,8 @@ class Manifest:
         self.path = path
         self._root = root
         self.digest = digest
+        # The bytes the last set/add/remove checked, which save writes without dumping again.
+        self._checked: bytes | None = None
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
@@ -279,6 +288,7 @@ class Manifest:
         Raises :class:`UnloadableChangeError` (nothing has been written) when ``load`` would
         refuse the text: too large, too deep, too many nodes, not encodable.
         """
+        self._checked = None
         _check_shape(self._root)  # fails fast, before dumping a bomb, on the same limits
         text = self.dumps()
         try:
@@ -289,9 +299,11 @@ class Manifest:
                 f"text {bad} is not valid Unicode (a lone surrogate)"
             ) from None
         try:
-            return Manifest(self.path, parse_bytes(data), "")
+            reloaded = Manifest(self.path, parse_bytes(data), "")
         except ManifestError as exc:
             raise UnloadableChangeError(str(exc)) from None
+        self._checked = data
+        return reloaded
 
     def _loaded_back(self, name: str) -> ManifestItem:
         """The entry ``name`` as it loads back; refused unless valid and equal to this one."""
@@ -312,7 +324,7 @@ class Manifest:
 
     def save(self) -> None:
         """Write atomically (through a symlink, which stays one)."""
-        data = self.dumps().encode()
+        data = self._checked if self._checked is not None else self.dumps().encode()
         atomic_write(self.path, data)
         self.digest = hashlib.sha256(data).hexdigest()
 
