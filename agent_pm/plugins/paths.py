@@ -9,6 +9,10 @@ When a config is validated (on load and before any admin write), every ``DataPat
 nested structs and optional ones too, is checked and replaced by the absolute path it names
 inside the data directory. A path is refused when it is absolute, has a ``..`` part, or leads
 outside the directory through a symlink; the plugin only ever sees the resolved path.
+
+Inside the directory, a plugin writes only files it created: :func:`claim` marks a new file as
+its owner's (``.<name>.owner`` beside it, written first) and refuses a file someone else
+created or marked, such as another plugin's file, the audit log or the failure store.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Annotated, Any
 import msgspec
 import msgspec.inspect as mi
 
+from agent_pm.durable import fsync_directory
 from agent_pm.errors import ConfigValidationError
 
-__all__ = ["DataPath", "confine", "inside_data_dir"]
+__all__ = ["DataPath", "claim", "confine", "inside_data_dir"]
 
 _MARK = "agent_pm_data_path"
 DataPath = Annotated[
@@ -88,3 +93,43 @@ def confine(config: Any, data_dir: Path, where: str = "$") -> Any:
         elif isinstance(value, str):
             changes[name] = str(inside_data_dir(data_dir, value, at))
     return msgspec.structs.replace(config, **changes) if changes else config
+
+
+def _owner_mark(path: Path) -> Path:
+    return path.with_name(f".{path.name}.owner")
+
+
+def _read_mark(mark: Path) -> str:
+    fd = os.open(mark, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def claim(path: Path, owner: str) -> None:
+    """Make sure ``path`` is ``owner``'s to write: marked as theirs, or new and marked now.
+
+    Raises ``PermissionError`` for a file someone else created or marked.
+    """
+    mark = _owner_mark(path)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(mark, flags, 0o644)
+    except FileExistsError:
+        if _read_mark(mark) != owner:
+            raise PermissionError(
+                f"{path} belongs to another writer; choose another path"
+            ) from None
+        return
+    try:
+        if os.path.lexists(path):
+            os.unlink(mark)
+            raise PermissionError(
+                f"{path} exists and was not created by {owner}; choose another path"
+            )
+        os.write(fd, owner.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_directory(path.parent)

@@ -153,3 +153,26 @@ async def test_paths_a_symlink_planted_at_the_file_is_not_followed(
     with pytest.raises(PermissionError):
         await plugin.on_enable()
     assert target.read_bytes() == b"keep"
+
+
+@pytest.mark.anyio
+async def test_paths_feedback_collector_refuses_another_components_database(
+    confined: Settings, data_dir: Path
+) -> None:
+    import sqlite3
+
+    foreign = data_dir / "failures.sqlite3"
+    sqlite3.connect(foreign).close()
+    foreign.write_bytes(foreign.read_bytes() or b"SQLite format 3\0")
+    before = foreign.read_bytes()
+    manifest = confined.plugin_config_path
+    manifest.write_text(
+        "- name: feedback\n"
+        "  module: agent_pm.plugins.builtin.feedback_collector:FeedbackCollectorPlugin\n"
+        "  enabled: true\n  config: {database_path: failures.sqlite3}\n"
+    )
+    async with PluginRegistry(manifest, confined) as registry:
+        meta = registry.metadata_for("feedback")
+    assert meta["state"] == "failed" and "was not created by feedback" in meta["error"]
+    assert foreign.read_bytes() == before
+    assert sorted(os.listdir(data_dir)) == ["failures.sqlite3"]

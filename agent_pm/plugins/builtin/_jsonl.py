@@ -24,8 +24,9 @@ import anyio
 import anyio.to_thread
 
 from agent_pm.durable import fsync_directory
+from agent_pm.plugins.paths import claim
 
-__all__ = ["JsonlLog", "claim"]
+__all__ = ["JsonlLog"]
 
 _SCAN_BYTES = 64 * 1024
 
@@ -54,45 +55,6 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         # Regular files take the whole buffer at once; the loop only covers a short write.
         view = view[os.write(fd, view) :]
-
-
-def _owner_mark(path: Path) -> Path:
-    return path.with_name(f".{path.name}.owner")
-
-
-def _read_mark(mark: Path) -> str:
-    fd = os.open(mark, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 4096).decode(errors="replace")
-    finally:
-        os.close(fd)
-
-
-def claim(path: Path, owner: str) -> None:
-    """Make sure ``path`` is ``owner``'s to write: marked as theirs, or new and marked now.
-
-    Raises ``PermissionError`` for a file someone else created or marked.
-    """
-    mark = _owner_mark(path)
-    try:
-        fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileExistsError:
-        if _read_mark(mark) != owner:
-            raise PermissionError(
-                f"{path} belongs to another writer; choose another path"
-            ) from None
-        return
-    try:
-        if os.path.lexists(path):
-            os.unlink(mark)
-            raise PermissionError(
-                f"{path} exists and was not created by {owner}; choose another path"
-            )
-        _write_all(fd, owner.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_directory(path.parent)
 
 
 class JsonlLog:

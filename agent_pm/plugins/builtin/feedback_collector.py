@@ -118,8 +118,11 @@ class FeedbackCollectorPlugin(PluginBase):
         ]
 
     async def on_enable(self) -> None:
-        """Prepare the store; the database file is opened on the first request."""
-        self._store = FeedbackStore(Path(self.config.database_path))
+        """Prepare the store, refusing a database this plugin did not create; the database file
+        is opened on the first request."""
+        store = FeedbackStore(Path(self.config.database_path), owner=self.plugin_name)
+        await store.claim()
+        self._store = store
 
     async def on_disable(self) -> None:
         """Close the database."""

@@ -12,8 +12,9 @@ import anyio
 import msgspec
 import pytest
 
-from agent_pm.plugins.builtin._jsonl import JsonlLog, claim
+from agent_pm.plugins.builtin._jsonl import JsonlLog
 from agent_pm.plugins.builtin.warehouse_export import WarehouseExportPlugin
+from agent_pm.plugins.paths import claim
 
 CHILD = """
 import sys
