@@ -25,13 +25,25 @@ from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.replay import replay_effect
 from agent_pm.settings import Settings
 
-__all__ = ["AdminClient", "AdminError", "FailureQuery", "FileClient", "HttpClient"]
+__all__ = [
+    "AdminClient",
+    "AdminError",
+    "FailureQuery",
+    "FileClient",
+    "HttpClient",
+    "RefusedChangeError",
+]
 
 T = TypeVar("T")
 
 
 class AdminError(Exception):
     """An administration request failed; the message is one line for the operator."""
+
+
+class RefusedChangeError(AdminError):
+    """The server refused a change as invalid (HTTP 422), or it cannot even be sent (text that
+    is not valid Unicode, such as a non-UTF-8 byte in an argument); nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -234,7 +246,10 @@ class HttpClient:
         params: dict[str, str] | None = None,
     ) -> Any:
         path = "/".join(quote(part, safe="") for part in path.split("/"))
-        content = msgspec.json.encode(body) if body is not None else None
+        try:
+            content = msgspec.json.encode(body) if body is not None else None
+        except UnicodeEncodeError as exc:
+            raise RefusedChangeError(f"not valid Unicode text (a non-UTF-8 byte?): {exc}") from None
         headers = dict(headers or {})
         if content is not None:
             headers["Content-Type"] = "application/json"
@@ -250,7 +265,8 @@ class HttpClient:
             data = {}
         if response.is_error:
             detail = data.get("detail") if isinstance(data, dict) else None
-            raise AdminError(f"{detail or response.reason_phrase} (HTTP {response.status_code})")
+            error = RefusedChangeError if response.status_code == 422 else AdminError
+            raise error(f"{detail or response.reason_phrase} (HTTP {response.status_code})")
         self._etag = response.headers.get("etag")
         return data
 

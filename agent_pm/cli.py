@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from agent_pm.admin_client import AdminClient
+    from agent_pm.api.auth import ApiKeys
     from agent_pm.settings import Settings
 
 __all__ = ["build_parser", "main", "plugins_main"]
@@ -34,6 +35,13 @@ def _add_serve(subparsers: Any) -> None:
     serve.add_argument("--manifest", help="plugin manifest (default: PLUGIN_CONFIG_PATH)")
     serve.add_argument("--demo", action="store_true", help="also run the demo traffic source")
     serve.add_argument("--no-watch", action="store_true", help="do not watch the manifest file")
+    serve.add_argument(
+        "--redis", metavar="URL", help="share telemetry and plugins through Redis (cluster mode)"
+    )
+    serve.add_argument("--node", help="this node's name in cluster mode (default: host:pid)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes on one port (above 1 needs Redis)"
+    )
     serve.set_defaults(run=_serve)
 
 
@@ -149,19 +157,21 @@ def _plugins_parser(prog: str) -> argparse.ArgumentParser:
 # -- entry points ----------------------------------------------------------------------------
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 1) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from agent_pm.admin_client import AdminError
-    from agent_pm.errors import AgentPMError
+    from agent_pm.admin_client import AdminError, RefusedChangeError
+    from agent_pm.errors import AgentPMError, ConfigValidationError
     from agent_pm.settings import Settings
 
     try:
         settings = Settings.from_env()
         code: int = args.run(args, settings)
+    except (ConfigValidationError, RefusedChangeError) as exc:
+        return _fail(str(exc), 2)  # a refused change, as a refused argument: nothing written
     except (AgentPMError, AdminError, ValueError, OSError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
@@ -192,26 +202,69 @@ def _login_url(host: str, port: int, key: str) -> str:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from agent_pm.api.app import create_app
     from agent_pm.api.auth import ApiKeys
-    from agent_pm.server import run
 
+    settings = _cluster_settings(args, settings)
+    if args.workers < 1:
+        return _fail("--workers must be at least 1")
+    if args.workers > 1 and not settings.redis_url:
+        return _fail(
+            "--workers above 1 needs Redis (--redis URL or AGENT_PM_REDIS_URL): separate worker "
+            "processes would each have their own plugins, telemetry and revision"
+        )
+    if args.workers > 1 and args.demo:
+        return _fail("--demo runs in one process; drop --workers or --demo")
     keys = ApiKeys.from_settings(settings)
-    build: Callable[..., Starlette] = create_app
-    if args.demo:
-        from agent_pm.demo.run import DemoApp as build
-    app = build(
-        settings,
-        manifest_path=args.manifest or settings.plugin_config_path,
-        keys=keys,
-        watch=not args.no_watch,
-    )
     if keys.generated and keys.admin:
         # Printed once, to stdout only: the key must never reach the logs.
         print(f"No API key configured; log in at {_login_url(args.host, args.port, keys.admin)}")
         sys.stdout.flush()
+    manifest = args.manifest or str(settings.plugin_config_path)
+    if args.workers > 1:
+        _serve_workers(args, settings, keys, manifest)
+        return 0
+    from agent_pm.api.app import create_app
+    from agent_pm.server import run
+
+    build: Callable[..., Starlette] = create_app
+    if args.demo:
+        from agent_pm.demo.run import DemoApp as build
+    app = build(settings, manifest_path=manifest, keys=keys, watch=not args.no_watch)
     run(app, args.host, args.port)
     return 0
+
+
+def _serve_workers(
+    args: argparse.Namespace, settings: Settings, keys: ApiKeys, manifest: str
+) -> None:
+    import dataclasses
+    import secrets
+
+    from agent_pm.workers import ServeOptions, run_workers
+
+    # Every worker must accept the same keys and sessions: settle generated ones here, once.
+    settings = dataclasses.replace(
+        settings,
+        admin_api_key=keys.admin if keys.generated else settings.admin_api_key,
+        session_secret=settings.session_secret or secrets.token_urlsafe(32),
+    )
+    options = ServeOptions(manifest, watch=not args.no_watch, workers=args.workers)
+    run_workers(settings, options, args.host, args.port)
+
+
+def _cluster_settings(args: argparse.Namespace, settings: Settings) -> Settings:
+    """``settings`` with ``--redis`` and ``--node`` applied; checks the Redis client is there."""
+    import dataclasses
+    import importlib.util
+
+    settings = dataclasses.replace(
+        settings,
+        redis_url=args.redis or settings.redis_url,
+        node_name=args.node or settings.node_name,
+    )
+    if settings.redis_url and importlib.util.find_spec("coredis") is None:
+        raise ValueError("--redis needs the Redis client: install agent-pm[redis]")
+    return settings
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

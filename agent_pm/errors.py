@@ -9,16 +9,19 @@ each class to one status code (``agent_pm.api.errors``) and nothing else needs t
     ├── PluginExistsError        a plugin by that name is already in the manifest
     ├── PluginLoadError          a plugin's module or class cannot be imported or instantiated
     ├── ConfigValidationError    a config fails the plugin's ``Config`` schema (carries the path)
+    │   └── UnloadableChangeError an admin change would leave a manifest ``load`` refuses
     ├── LifecycleError           ``on_enable``/``on_reload`` failed; the previous state still runs
     ├── RevisionConflictError    an ``If-Match`` revision is stale
     │   └── ManifestChangedError the manifest file was edited outside the service meanwhile
     ├── InstallRefusedError      a module is outside the install allowlist
     ├── EmitLoopError            ``emit`` recursed past the bounded depth
+    │   └── EmitBudgetError      one root call fanned out to more handler calls than allowed
     ├── FailureNotFoundError     no recorded failure by that id for that plugin
     ├── FailureStoreError        the failure store cannot be opened, read or written
     ├── ReplayError              a recorded failure cannot be replayed now
     │   └── ReplayRateError      too many bulk replays of one plugin in the last minute
     ├── ShuttingDownError        a hook call was cancelled because the service is stopping
+    ├── ClusterUnavailableError  cluster mode cannot reach Redis, so nothing is committed
     └── IsolationError           a call to an isolated plugin's worker process did not complete
         ├── WorkerTimeoutError   the worker was killed because a call ran past its timeout
         ├── WorkerCrashedError   the worker ended (crash, limit, stop) with the call in flight
@@ -29,7 +32,9 @@ from __future__ import annotations
 
 __all__ = [
     "AgentPMError",
+    "ClusterUnavailableError",
     "ConfigValidationError",
+    "EmitBudgetError",
     "EmitLoopError",
     "FailureNotFoundError",
     "FailureStoreError",
@@ -46,6 +51,7 @@ __all__ = [
     "ReplayRateError",
     "RevisionConflictError",
     "ShuttingDownError",
+    "UnloadableChangeError",
     "WorkerCrashedError",
     "WorkerTimeoutError",
 ]
@@ -82,6 +88,15 @@ class ConfigValidationError(AgentPMError, ValueError):
         super().__init__(f"{detail} (at {path})" if path != "$" else detail)
         self.detail = detail
         self.path = path
+
+
+class UnloadableChangeError(ConfigValidationError):
+    """Raised before anything runs or is written when an admin change would leave a manifest
+    that :meth:`Manifest.load` refuses or reads back differently (too large, nested too deep,
+    too many nodes, text that is not valid Unicode)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the change would leave a manifest the service cannot load: {detail}")
 
 
 class LifecycleError(AgentPMError):
@@ -147,6 +162,16 @@ class ReplayRateError(ReplayError):
 class ShuttingDownError(AgentPMError):
     """Raised to a caller whose hook call the registry cancelled because the service is stopping
     (:meth:`agent_pm.plugins.PluginRegistry.cancel_calls`)."""
+
+
+class ClusterUnavailableError(AgentPMError):
+    """Raised instead of committing an admin change while a cluster node cannot reach Redis:
+    committing locally would let the nodes diverge. Retry once the link is back."""
+
+
+class EmitBudgetError(EmitLoopError):
+    """Raised when the handler calls caused by one root ``fire`` (through every ``emit`` it led
+    to) would pass the registry's call budget."""
 
 
 class IsolationError(AgentPMError):

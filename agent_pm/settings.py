@@ -53,6 +53,11 @@ def _prefixes(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
+def _optional_list(environ: Mapping[str, str], key: str) -> tuple[str, ...] | None:
+    """A comma-separated list; ``None`` when the variable is not set at all."""
+    return _prefixes(environ[key]) if key in environ else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Environment-driven configuration of the service.
@@ -67,6 +72,8 @@ class Settings:
     hook_timeout_seconds: float = 10.0
     plugin_install_allow: tuple[str, ...] = ()
     api_keys_file: Path | None = None
+    # Names ``{env: NAME}`` may read; ``None``: each plugin's own declared secret names.
+    plugin_secret_env_allow: tuple[str, ...] | None = None
     api_key: str | None = field(default=None, repr=False)
     admin_api_key: str | None = field(default=None, repr=False)
     session_secret: str | None = field(default=None, repr=False)
@@ -74,12 +81,17 @@ class Settings:
     jira_email: str | None = field(default=None, repr=False)
     jira_api_token: str | None = field(default=None, repr=False)
     slack_bot_token: str | None = field(default=None, repr=False)
+    # Every file path in a plugin config resolves inside this directory (created when needed).
     data_dir: Path = Path("data")
     record_failures: bool = False
     failures_max_count: int = 10_000
     failures_max_bytes: int = 64 * 1024 * 1024
     replay_rate: float = 10.0
     replay_bulk_per_minute: int = 6
+    # Cluster mode (docs/DEPLOYMENT.md); the URL may carry a password, so it stays out of repr.
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = "agent_pm:"
+    node_name: str | None = None
     # Loop-block attribution of inline async handlers; a step longer than this is warned about.
     loop_block_tracking: bool = True
     loop_block_warn_ms: float = 100.0
@@ -97,6 +109,7 @@ class Settings:
             hook_timeout_seconds=_float(env, "HOOK_TIMEOUT_SECONDS", 10.0),
             plugin_install_allow=_prefixes(env.get("PLUGIN_INSTALL_ALLOW")),
             api_keys_file=Path(keys_file) if keys_file else None,
+            plugin_secret_env_allow=_optional_list(env, "PLUGIN_SECRET_ENV_ALLOW"),
             api_key=env.get("API_KEY") or None,
             admin_api_key=env.get("ADMIN_API_KEY") or None,
             session_secret=env.get("SESSION_SECRET") or None,
@@ -110,6 +123,9 @@ class Settings:
             failures_max_bytes=_count(env, "FAILURES_MAX_BYTES", 64 * 1024 * 1024),
             replay_rate=_float(env, "REPLAY_RATE", 10.0, "calls per second"),
             replay_bulk_per_minute=_count(env, "REPLAY_BULK_PER_MINUTE", 6),
+            redis_url=env.get("AGENT_PM_REDIS_URL") or None,
+            redis_prefix=env.get("AGENT_PM_REDIS_PREFIX") or "agent_pm:",
+            node_name=env.get("AGENT_PM_NODE") or None,
             loop_block_tracking=_flag(env, "LOOP_BLOCK_TRACKING", True),
             loop_block_warn_ms=_float(env, "LOOP_BLOCK_WARN_MS", 100.0, "milliseconds"),
             environ=env,

@@ -10,8 +10,8 @@ import pytest
 
 from agent_pm.settings import Settings
 
-# The telemetry stream's fixtures: a real uvicorn serving the stream on a loopback port.
-pytest_plugins = ["tests.api.stream_fixtures"]
+# Real servers: uvicorn serving the stream, and redis-server for the cluster tests.
+pytest_plugins = ["tests.api.stream_fixtures", "tests.fixtures.redis"]
 
 
 @pytest.fixture

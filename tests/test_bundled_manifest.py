@@ -18,7 +18,7 @@ BUNDLED = Path(__file__).parents[1] / "config" / "plugins.yaml"
 async def test_bundled_manifest_loads_with_missing_secrets_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # the plugins' data files go under var/ of the working directory
+    monkeypatch.chdir(tmp_path)  # the plugins' data files go under data/ of the working directory
     manifest = shutil.copy(BUNDLED, tmp_path / "plugins.yaml")
     async with PluginRegistry(manifest, Settings.from_env({})) as registry:
         meta = {m["name"]: m for m in registry.list_metadata()}

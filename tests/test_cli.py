@@ -175,20 +175,25 @@ def test_discover_and_install_by_entry_point(
 
 
 @pytest.mark.parametrize(
-    ("argv", "message"),
+    ("argv", "message", "status"),
     [
-        (("enable", "nobody"), "no plugin named 'nobody'"),
-        (("install", "--module", "os.path:join"), "module 'os.path' is not allowed"),
-        (("update", "strict", "--set", "novalue"), "--set expects KEY=VALUE"),
-        (("update", "strict", "--set", "chanel=x"), "unknown config key 'chanel'"),
-        (("install", "--entry-point", "nope"), "no installed entry point named 'nope'"),
+        (("enable", "nobody"), "no plugin named 'nobody'", 1),
+        (("install", "--module", "os.path:join"), "module 'os.path' is not allowed", 1),
+        (("update", "strict", "--set", "novalue"), "--set expects KEY=VALUE", 1),
+        # A refused change exits 2, as the API answers it 422.
+        (("update", "strict", "--set", "chanel=x"), "unknown config key 'chanel'", 2),
+        (("install", "--entry-point", "nope"), "no installed entry point named 'nope'", 1),
     ],
 )
-def test_errors_exit_1_with_one_line(
-    manifest: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+def test_errors_exit_with_one_line(
+    manifest: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    message: str,
+    status: int,
 ) -> None:
     code, _, err = run(capsys, *plugins(manifest, *argv))
-    assert code == 1
+    assert code == status
     assert err.count("\n") == 1 and err.startswith("agent-pm: error: ")
     assert message in err
 
@@ -281,6 +286,38 @@ async def test_url_mode_reads_the_environment_and_reports_http_errors(
     assert (code, err) == (1, "agent-pm: error: no plugin named 'nobody' (HTTP 404)\n")
 
 
+DEEP_KEY = ".".join(["k"] * 40)
+
+
+@pytest.mark.anyio
+async def test_url_mode_refuses_unloadable_changes_with_exit_2(
+    server_url: str, manifest: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = manifest.read_bytes()
+    remote = ["plugins", "--url", server_url, "--api-key", ADMIN_KEY]
+    code, _, err = await cli(capsys, *remote, "update", "echo", "--set", f"{DEEP_KEY}=1")
+    assert code == 2 and "nested deeper than 32 levels (HTTP 422)" in err
+    non_utf8 = b"caf\xe9".decode(errors="surrogateescape")  # as Python hands such argv over
+    code, _, err = await cli(capsys, *remote, "update", "echo", "--set", f"note={non_utf8}")
+    assert code == 2 and "not valid Unicode" in err
+    assert manifest.read_bytes() == before
+
+
+def test_file_mode_refuses_a_non_utf8_argument_with_exit_2(manifest: Path) -> None:
+    """A real process, so the byte arrives as the operating system passes it."""
+    before = manifest.read_bytes()
+    env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    env["PYTHONPATH"] = str(ROOT)
+    argv = [sys.executable, "-m", "agent_pm.cli", *plugins(manifest, "update", "echo")]
+    for value in (b"note=caf\xe9", f"{DEEP_KEY}=1".encode()):
+        done = subprocess.run(
+            [*argv, "--set", value], env=env, capture_output=True, timeout=120, check=False
+        )
+        assert done.returncode == 2, done.stderr
+        assert b"cannot load" in done.stderr and b"Traceback" not in done.stderr
+    assert manifest.read_bytes() == before
+
+
 def test_url_mode_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     sock = bound_socket()
     host, port = sock.getsockname()
@@ -306,7 +343,7 @@ def test_serve_process_answers_health_and_stops_cleanly_on_sigterm(
     served: tuple[subprocess.Popen[str], str],
 ) -> None:
     process, url = served
-    assert wait_for_health(process, url).json() == {"status": "ok"}
+    assert wait_for_health(process, url).json()["status"] == "ok"
     assert httpx.get(f"{url}/plugins", timeout=5).status_code == 401
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)

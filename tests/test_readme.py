@@ -27,7 +27,7 @@ def test_readme_run_command_serves_the_bundled_manifest_with_demo_traffic(tmp_pa
     env = {k: v for k, v in os.environ.items() if "API_KEY" not in k and k != "PLUGIN_CONFIG_PATH"}
     env["PYTHONPATH"] = str(ROOT)
     # `uv run agent-pm` runs this interpreter's console script; the data of the built-in plugins
-    # goes under the working directory's var/, here a temporary one.
+    # goes under the working directory's data/, here a temporary one.
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "plugins.yaml").write_bytes((ROOT / "config/plugins.yaml").read_bytes())
     argv = [sys.executable, "-m", "agent_pm.cli", "serve", "--demo", "--port", str(port)]
@@ -53,7 +53,7 @@ def test_readme_run_command_serves_the_bundled_manifest_with_demo_traffic(tmp_pa
                 for hook in plugin["hook_history"].values():
                     if any(sample["status"] == "success" for sample in hook):
                         alive.add(plugin["name"])
-        assert httpx.get(f"{url}/health", timeout=5).json() == {"status": "ok"}
+        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

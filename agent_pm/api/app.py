@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 from starlette.applications import Starlette
@@ -13,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Match
 from starlette.types import Scope
 
-from agent_pm.api import audit, dashboard, failures, metrics, openapi, rest, stream
+from agent_pm.api import audit, cluster, dashboard, failures, metrics, openapi, rest, stream
 from agent_pm.api.auth import ApiKeys, AuthMiddleware, CredentialReader, Verdict, api_key_reader
 from agent_pm.api.errors import CatchAllMiddleware, exception_handlers
 from agent_pm.api.plugin_routes import PluginRoutes
@@ -26,7 +27,10 @@ from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.watcher import watch_manifest
 from agent_pm.settings import Settings
 
-__all__ = ["PUBLIC_PATHS", "create_app"]
+if TYPE_CHECKING:
+    from agent_pm.plugins.cluster.node import ClusterNode
+
+__all__ = ["PUBLIC_PATHS", "create_app", "open_cluster"]
 
 PUBLIC_PATHS = frozenset({"/health"})
 STREAM_CLOSE_SECONDS = 5.0
@@ -54,6 +58,17 @@ def _version() -> str:
         return metadata.version("agent-pm")
     except metadata.PackageNotFoundError:
         return "0"
+
+
+def open_cluster(settings: Settings, manifest_path: Path) -> ClusterNode:
+    """This process's node of the cluster sharing ``settings.redis_url``."""
+    try:
+        from agent_pm.plugins.cluster.node import ClusterNode
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            f"cluster mode needs the Redis client ({exc.name}): install agent-pm[redis]"
+        ) from None
+    return ClusterNode(settings, manifest_path)
 
 
 def create_app(
@@ -96,8 +111,20 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             if registry is None:
-                opened = PluginRegistry(manifest_path, settings)
+                path = Path(manifest_path or settings.plugin_config_path)
+                node = None
+                if settings.redis_url:
+                    node = await stack.enter_async_context(open_cluster(settings, path))
+                    app.state.cluster = node
+                opened = PluginRegistry(
+                    path,
+                    settings,
+                    bus=node.bus if node else None,
+                    store=node.control if node else None,
+                )
                 app.state.registry = await stack.enter_async_context(opened)
+                if node is not None:
+                    node.control.attach(app.state.registry)
             async with anyio.create_task_group() as group:
                 await group.start(histograms.run, app.state.registry.bus)
                 # Only a registry this app opened on its manifest file is the app's to watch.
@@ -111,7 +138,13 @@ def create_app(
                     await stream.close_all(app)
                 group.cancel_scope.cancel()
 
-    operations = (*rest.OPERATIONS, *failures.OPERATIONS, metrics.OPERATION, audit.OPERATION)
+    operations = (
+        *rest.OPERATIONS,
+        *failures.OPERATIONS,
+        metrics.OPERATION,
+        audit.OPERATION,
+        cluster.OPERATION,
+    )
     throttle = Throttle()
     audit_log = AuditLog(settings.data_dir / "audit")
     app = Starlette(
@@ -120,6 +153,7 @@ def create_app(
             *failures.routes(),
             *metrics.routes(histograms),
             *audit.routes(),
+            *cluster.routes(),
             *openapi.routes(operations, _version()),
             *stream.routes(),
             *dashboard_routes,
@@ -141,6 +175,7 @@ def create_app(
     # Whatever no core route matches falls through to the routes of the active plugins.
     app.router.default = plugin_routes
     app.state.registry = registry
+    app.state.cluster = None
     app.state.settings = settings
     app.state.api_keys = keys
     app.state.throttle = throttle

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_pm.errors import (
     AgentPMError,
+    ClusterUnavailableError,
     ConfigValidationError,
     EmitLoopError,
     FailureNotFoundError,
@@ -63,6 +64,7 @@ STATUS_OF: tuple[tuple[type[AgentPMError], int, str], ...] = (
     (InstallRefusedError, 403, "install_refused"),
     (ConfigValidationError, 422, "invalid_config"),
     (ShuttingDownError, 503, "shutting_down"),
+    (ClusterUnavailableError, 503, "cluster_unavailable"),
 )
 
 

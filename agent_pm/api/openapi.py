@@ -97,7 +97,8 @@ def _responses(op: Operation, schemas: dict[Any, dict[str, Any]]) -> dict[str, A
     if not op.public:
         statuses |= {401, 403, 429}  # 429: too many wrong keys from the caller's address
     if op.admin:
-        statuses |= {400, 412}  # 400: an If-Match that is not a revision number
+        # 400: an If-Match that is not a revision number; 503: a cluster node without Redis.
+        statuses |= {400, 412, 503}
     if op.body is not None:
         statuses |= {400, 413}
     for status in sorted(statuses):

@@ -28,6 +28,7 @@ from agent_pm.api.reading import (
     read_body,
 )
 from agent_pm.api.schemas import (
+    BusHealth,
     Catalogue,
     ConfigBody,
     Health,
@@ -205,7 +206,20 @@ def _payload(body: bytes) -> dict[str, Any]:
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse(Health())
+    cluster = getattr(request.app.state, "cluster", None)
+    if cluster is None:
+        return JSONResponse(Health())
+    status = cluster.status()
+    link = status.link
+    bus = BusHealth(
+        "redis",
+        link.state,
+        status.node,
+        reconnects=link.reconnects,
+        pending=status.pending,
+        **msgspec.structs.asdict(status.counters),
+    )
+    return JSONResponse(Health("ok" if link.state == "up" else "degraded", bus))
 
 
 # -- the table -------------------------------------------------------------------------------

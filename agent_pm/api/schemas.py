@@ -5,7 +5,7 @@ The OpenAPI document is generated from these, so their docstrings are the API's 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -14,6 +14,7 @@ from agent_pm.plugins.dispatch import HookResult
 from agent_pm.plugins.manifest import ModulePath, PluginName
 
 __all__ = [
+    "BusHealth",
     "Catalogue",
     "ConfigBody",
     "Health",
@@ -90,7 +91,27 @@ class HookResults(msgspec.Struct):
     results: list[HookResult]
 
 
-class Health(msgspec.Struct):
-    """The server is up."""
+class BusHealth(msgspec.Struct):
+    """The telemetry bus: ``embedded`` (this process only) or ``redis`` (shared by a cluster).
 
-    status: str = "ok"
+    For Redis, ``state`` is the link's (``up``, ``connecting``, ``down``) and the counters say
+    how many messages this node forwarded to the stream, received from other nodes, dropped,
+    and published locally while Redis was away.
+    """
+
+    backend: Literal["embedded", "redis"] = "embedded"
+    state: Literal["up", "connecting", "down"] = "up"
+    node: str | None = None
+    forwarded: int = 0
+    received: int = 0
+    dropped: int = 0
+    local: int = 0
+    pending: int = 0
+    reconnects: int = 0
+
+
+class Health(msgspec.Struct):
+    """The server is up; ``degraded`` while its cluster bus is not connected."""
+
+    status: Literal["ok", "degraded"] = "ok"
+    bus: BusHealth = msgspec.field(default_factory=BusHealth)

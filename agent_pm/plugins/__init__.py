@@ -5,6 +5,7 @@ from __future__ import annotations
 from agent_pm.errors import (
     AgentPMError,
     ConfigValidationError,
+    EmitBudgetError,
     EmitLoopError,
     InstallRefusedError,
     LifecycleError,
@@ -14,10 +15,12 @@ from agent_pm.errors import (
     PluginLoadError,
     PluginNotFoundError,
     RevisionConflictError,
+    UnloadableChangeError,
 )
 from agent_pm.plugins.base import PluginBase, public
 from agent_pm.plugins.bus import Bus, Lagged, StateChange, Subscription
 from agent_pm.plugins.dispatch import HookResult
+from agent_pm.plugins.paths import DataPath
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.telemetry import HookSample
 
@@ -25,6 +28,8 @@ __all__ = [
     "AgentPMError",
     "Bus",
     "ConfigValidationError",
+    "DataPath",
+    "EmitBudgetError",
     "EmitLoopError",
     "HookResult",
     "HookSample",
@@ -41,5 +46,6 @@ __all__ = [
     "RevisionConflictError",
     "StateChange",
     "Subscription",
+    "UnloadableChangeError",
     "public",
 ]

@@ -59,8 +59,14 @@ class PluginBase:
     Class attributes: ``name``, ``description``, ``hooks`` (hook names handled by methods of the
     same name), ``required_secrets``, ``optional_secrets`` (resolved the same way, never
     reported missing), an optional ``Config`` struct (config is validated and
-    converted into it; unknown keys are rejected), an optional ``timeout`` in seconds per hook call
-    and an optional ``route_prefix`` (default ``/plugins/<name>``).
+    converted into it; unknown keys are rejected; file paths are typed
+    :data:`~agent_pm.plugins.paths.DataPath` and resolved inside ``DATA_DIR``), ``destinations``
+    (the config fields, or ``secrets.<KEY>`` names, that say where the plugin sends its secrets:
+    an admin write changing one must give the secrets again), an optional ``timeout`` in seconds
+    per hook call and an optional ``route_prefix`` (default ``/plugins/<name>``).
+
+    Hooks are only names listed in ``hooks``; lifecycle and other ``PluginBase`` methods, private
+    and dunder names are refused.
     """
 
     name: ClassVar[str] = ""
@@ -68,6 +74,7 @@ class PluginBase:
     hooks: ClassVar[tuple[str, ...]] = ()
     required_secrets: ClassVar[tuple[str, ...]] = ()
     optional_secrets: ClassVar[tuple[str, ...]] = ()
+    destinations: ClassVar[tuple[str, ...]] = ()
     Config: ClassVar[type[msgspec.Struct] | None] = None
     timeout: ClassVar[float | None] = None
     route_prefix: ClassVar[str | None] = None

@@ -13,7 +13,8 @@ replayed to a subscriber from a ``since`` sequence number.
 
 The in-process :class:`Bus` is the embedded implementation; everything that publishes or
 subscribes goes through its small interface (``next_seq``, ``publish``, ``subscribe``), so a
-networked backend can stand in for it.
+networked backend can stand in for it. Such a backend may publish messages numbered elsewhere
+(a cluster-wide sequence): ``seq`` is always the highest number published or handed out.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import secrets
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import count
 from typing import Any, Protocol
 
 import anyio
@@ -48,6 +48,7 @@ class StateChange(msgspec.Struct, frozen=True, tag="state", tag_field="type"):
 
     seq: int
     plugin: dict[str, Any]
+    node: str | None = None
 
     @property
     def topic(self) -> tuple[str, str | None]:
@@ -221,7 +222,6 @@ class Bus:
         self.epoch = secrets.token_hex(8)
         self.replay_size = replay_size
         self.buffer_size = buffer_size
-        self._counter = count(1)
         self._seq = 0
         # Ring slot of position p is p % len(ring): positions count every message published.
         self._ring: list[Any] = [None] * max(replay_size, buffer_size)
@@ -253,7 +253,7 @@ class Bus:
         return seq
 
     def next_seq(self) -> int:
-        self._seq = next(self._counter)
+        self._seq += 1
         return self._seq
 
     def publish(self, message: Message) -> None:
@@ -267,6 +267,8 @@ class Bus:
             self._json.pop(ring[leaving % len(ring)].seq, None)
         ring[self.position % len(ring)] = message
         self.position += 1
+        if message.seq > self._seq:
+            self._seq = message.seq
         if self._waiting and not self._wake_scheduled:
             self._wake_scheduled = True
             assert self._call_soon is not None

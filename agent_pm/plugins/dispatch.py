@@ -32,6 +32,7 @@ import msgspec
 
 from agent_pm.plugins import eager
 from agent_pm.plugins.loopcall import call_soon
+from agent_pm.plugins.redaction import NO_SECRETS, Redactor
 from agent_pm.plugins.telemetry import Status
 
 __all__ = ["Dispatcher", "HookResult", "Target"]
@@ -58,6 +59,8 @@ class Target:
     timeout: float
     limiter: anyio.CapacityLimiter
     skip_reason: str | None = None
+    # Masks the secrets of the instance this target calls, in its errors and results.
+    redactor: Redactor = NO_SECRETS
 
     def refusal(self) -> tuple[Status, str] | None:
         """Why this call is not made at all, decided before anything starts: a status and

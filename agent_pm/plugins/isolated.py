@@ -124,6 +124,7 @@ class IsolatedPlugin(PluginBase):
         timeout: float,
         limits: Limits | None,
         environ: Mapping[str, str],
+        data_dir: str,
         report: Report,
         background: Background | None = None,
     ) -> None:
@@ -134,6 +135,7 @@ class IsolatedPlugin(PluginBase):
         self.restarts = 0
         self.last_exit: str | None = None
         self._environ = environ
+        self._data_dir = data_dir
         self._report = report
         self._background = background
         self._worker: WorkerProcess | None = None
@@ -213,6 +215,7 @@ class IsolatedPlugin(PluginBase):
                 secrets=dict(self._secrets),
                 missing=list(self._missing),
                 sys_path=list(sys.path),
+                data_dir=self._data_dir,
                 memory_mb=self.limits.memory_mb,
                 cpu_seconds=self.limits.cpu_seconds,
             )

@@ -1,7 +1,8 @@
 """Plugin lifecycle: building a record from a manifest item, starting and stopping instances.
 
-Every lifecycle method runs under the plugin's timeout, sync ones in a worker thread; a failure
-is recorded in the plugin's error ring (secrets redacted) and raised as ``LifecycleError``.
+Every lifecycle method runs under the plugin's timeout, sync ones in a worker thread behind the
+plugin's thread limiter; a failure is recorded in the plugin's error ring (secrets redacted) and
+raised as ``LifecycleError``.
 """
 
 from __future__ import annotations
@@ -9,22 +10,22 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
-from agent_pm.errors import AgentPMError, LifecycleError
+from agent_pm.errors import AgentPMError, LifecycleError, PluginLoadError
 from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import Emitter, PluginBase
+from agent_pm.plugins.dispatch import run_in_thread
 from agent_pm.plugins.isolated import WORKER_STARTUP_SECONDS, IsolatedPlugin, isolated_class
 from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
 from agent_pm.plugins.loopblock import LoopBlocks
 from agent_pm.plugins.manifest import ManifestItem
 from agent_pm.plugins.record import PluginRecord
-from agent_pm.plugins.secrets import ResolvedSecrets, SecretResolver, redact
-from agent_pm.plugins.telemetry import PluginTelemetry
+from agent_pm.plugins.secrets import ResolvedSecrets, SecretResolver
 from agent_pm.settings import Settings
 
 __all__ = ["Lifecycle"]
@@ -47,12 +48,15 @@ class Lifecycle:
         """Per-hook timeout: the manifest's, else the class's, else ``HOOK_TIMEOUT_SECONDS``."""
         return override or cls.timeout or self.settings.hook_timeout_seconds
 
+    def validate(self, cls: type[PluginBase], config: Mapping[str, Any]) -> Any:
+        """``config`` converted and confined for ``cls``, as :func:`validate_config` says."""
+        return validate_config(cls, config, self.settings)
+
     def loop_blocks(self, name: str) -> LoopBlocks | None:
         """A fresh loop-block record for plugin ``name``, or ``None`` when not measured."""
-        settings = self.settings
-        return (
-            LoopBlocks(name, settings.loop_block_warn_ms) if settings.loop_block_tracking else None
-        )
+        if not self.settings.loop_block_tracking:
+            return None
+        return LoopBlocks(name, self.settings.loop_block_warn_ms)
 
     def resolve(self, cls: type[PluginBase], name: str, config: dict[str, Any]) -> ResolvedSecrets:
         inline = config.get("secrets")
@@ -63,27 +67,44 @@ class Lifecycle:
             cls.optional_secrets,
         )
 
-    async def build(
-        self, item: ManifestItem, telemetry: PluginTelemetry | None = None
+    def load(
+        self,
+        item: ManifestItem,
+        previous: PluginRecord | None = None,
+        cls: type[PluginBase] | None = None,
     ) -> PluginRecord:
-        """A record for ``item``: invalid if it cannot be loaded, failed if it cannot start."""
-        record = PluginRecord(item, telemetry=telemetry or PluginTelemetry())
+        """A validated record for ``item``, not started; raises ``AgentPMError`` if invalid.
+
+        It carries on ``previous``'s telemetry, thread slots and loop-block record (the same
+        plugin, rebuilt);
+        ``cls`` is a freshly imported class to use instead of importing the entry's module.
+        """
         entry = item.entry
         if entry is None:
-            return self.invalid(record, item.error or "invalid manifest entry")
-        try:
-            record.cls = import_plugin_class(entry.module)
-            record.hooks = handler_hooks(record.cls, entry.hooks)
-            record.config = validate_config(record.cls, entry.config)
-        except AgentPMError as exc:
-            return self.invalid(record, str(exc))
+            raise PluginLoadError(f"plugin {item.key!r} is invalid: {item.error}")
+        record = PluginRecord(item)
+        if previous is not None:
+            record.telemetry, record.limiter = previous.telemetry, previous.limiter
+        record.cls = cls or import_plugin_class(entry.module)
+        record.hooks = handler_hooks(record.cls, entry.hooks)
+        record.config = self.validate(record.cls, entry.config)
         record.timeout = self.timeout_for(record.cls, entry.timeout_seconds)
-        record.loop_blocks = self.loop_blocks(record.name)
+        record.loop_blocks = previous.loop_blocks if previous else self.loop_blocks(record.name)
         record.secrets = self.resolve(record.cls, entry.name, entry.config)
-        if entry.enabled:
+        return record
+
+    async def build(self, item: ManifestItem, previous: PluginRecord | None = None) -> PluginRecord:
+        """A record for ``item``: invalid if it cannot be loaded, failed if it cannot start."""
+        try:
+            record = self.load(item, previous)
+        except AgentPMError as exc:
+            record = PluginRecord(item)
+            if previous is not None:
+                record.telemetry, record.limiter = previous.telemetry, previous.limiter
+            return self.invalid(record, str(exc))
+        if item.entry is not None and item.entry.enabled:
             try:
-                record.instance = await self.start(record, record.config)
-                record.state = "enabled"
+                await self.start(record)
             except LifecycleError as exc:
                 record.state, record.error = "failed", str(exc)
         return record
@@ -94,38 +115,47 @@ class Lifecycle:
         logger.warning("plugin %s is invalid: %s", record.name, error)
         return record
 
-    async def start(self, record: PluginRecord, config: Any) -> PluginBase:
-        """Construct, bind and enable a new instance; raise ``LifecycleError`` on failure."""
+    async def start(self, record: PluginRecord) -> PluginBase:
+        """Construct, bind and enable a new instance of ``record`` and make it the record's.
+
+        Raises ``LifecycleError`` on failure.
+        """
         assert record.cls is not None
         try:
-            instance = self._construct(record, config)
+            instance = self._construct(record)
         except Exception as exc:
             message = self.note(record, "init", f"constructor failed: {failure(exc)}")
             # The plugin's own exception may quote its secrets: only the redacted text goes on.
             raise LifecycleError(message) from None
         instance.bind(record.name, record.secrets.values, record.secrets.missing, self._emitter)
         await self.call(record, instance, "on_enable")
+        record.instance, record.state, record.error = instance, "enabled", None
         return instance
 
-    def _construct(self, record: PluginRecord, config: Any) -> PluginBase:
+    def _construct(self, record: PluginRecord) -> PluginBase:
         """The instance, or for an isolated plugin its stand-in (the worker starts on enable)."""
         assert record.cls is not None
         entry = record.entry
         if entry is None or entry.isolation == "inline":
-            return record.cls(config)
+            return record.cls(record.config)
         return isolated_class(record.cls)(
-            config,
+            record.config,
             module=entry.module,
             hooks=record.hooks,
             timeout=record.timeout,
             limits=entry.limits,
             environ=self.settings.environ,
+            data_dir=str(self.settings.data_dir.resolve()),
             report=partial(self.note, record),
             background=self._background,
         )
 
     async def call(self, record: PluginRecord, instance: PluginBase, method: str) -> None:
-        """Run a lifecycle method under the plugin's timeout; ``LifecycleError`` if it fails."""
+        """Run a lifecycle method under the plugin's timeout; ``LifecycleError`` if it fails.
+
+        A sync method runs in a worker thread holding one of the plugin's thread slots until it
+        returns, so one that hangs can only ever occupy the plugin's own few threads.
+        """
         function = getattr(instance, method)
         if getattr(PluginBase, method) is getattr(type(instance), method):
             return
@@ -137,7 +167,7 @@ class Lifecycle:
                 if inspect.iscoroutinefunction(function):
                     await function()
                 else:
-                    await anyio.to_thread.run_sync(function, abandon_on_cancel=True)
+                    await run_in_thread(function, record.limiter)
         except TimeoutError:
             raise LifecycleError(self.note(record, method, f"{method} timed out")) from None
         except Exception as exc:
@@ -154,7 +184,7 @@ class Lifecycle:
 
     def note(self, record: PluginRecord, stage: str, message: str) -> str:
         """Record ``message`` (secrets redacted) in the plugin's error ring and the log."""
-        message = redact(message, record.secrets.values.values())
+        message = record.secrets.redactor.text(message)
         record.telemetry.add_error(stage, message)
         logger.warning("plugin %s: %s", record.name, message)
         return message

@@ -1,4 +1,4 @@
-"""Turning a manifest entry into a plugin class and a validated config."""
+"""Turning a manifest entry into a plugin class, its hooks and a validated, confined config."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ from agent_pm.errors import ConfigValidationError, PluginLoadError
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.dispatch import describe
 from agent_pm.plugins.mounts import check_route_prefix
+from agent_pm.plugins.paths import confine
+from agent_pm.plugins.secrets import SecretResolver
+from agent_pm.settings import Settings
 
 __all__ = [
+    "RESERVED_NAMES",
+    "declared_secrets",
     "failure",
     "fresh_import",
     "handler_hooks",
@@ -125,20 +130,42 @@ def _restore(module_name: str, saved: Mapping[str, ModuleType]) -> None:
     sys.modules.update(saved)
 
 
+# Names a plugin may never subscribe as hooks: the lifecycle methods and everything else the base
+# class defines (bind, emit, routes, get_secret ...), dunders included.
+RESERVED_NAMES = frozenset(dir(PluginBase))
+
+
+def _hook_problem(cls: type[PluginBase], hook: str) -> str | None:
+    if hook.startswith("_"):
+        return "private and dunder names are not hooks"
+    if hook in RESERVED_NAMES:
+        return "a PluginBase method (lifecycle or base class) is not a hook"
+    if hook not in cls.hooks:
+        return f"{cls.__name__} does not declare it in its hooks"
+    if not callable(getattr(cls, hook, None)):
+        return f"{cls.__name__} has no handler for it"
+    return None
+
+
 def handler_hooks(cls: type[PluginBase], hooks: list[str] | None) -> tuple[str, ...]:
-    """The hooks a plugin subscribes to; each must have a handler method of the same name."""
+    """The hooks a plugin subscribes to: the manifest's choice among those the class declares,
+    else all of them. Each needs a handler method of the same name, and lifecycle, base-class,
+    private and dunder names are refused, also in the class's own declaration."""
     chosen = tuple(hooks) if hooks is not None else tuple(cls.hooks)
-    missing = [hook for hook in chosen if not callable(getattr(cls, hook, None))]
-    if missing:
-        raise PluginLoadError(f"{cls.__name__} has no handler for hook(s): {', '.join(missing)}")
+    problems = [f"{hook!r} ({problem})" for hook in chosen if (problem := _hook_problem(cls, hook))]
+    if problems:
+        raise PluginLoadError(f"{cls.__name__} cannot subscribe hook(s): {', '.join(problems)}")
     return chosen
 
 
-def validate_config(cls: type[PluginBase], config: Mapping[str, Any]) -> Any:
-    """Convert ``config`` (less ``secrets``) into the plugin's ``Config``; reject unknown keys."""
+def validate_config(cls: type[PluginBase], config: Mapping[str, Any], settings: Settings) -> Any:
+    """Convert ``config`` (less ``secrets``) into the plugin's ``Config``, with its data paths
+    resolved inside ``settings.data_dir``; reject unknown keys and disallowed ``{env: NAME}``."""
     values = {key: value for key, value in config.items() if key != "secrets"}
-    if "secrets" in config and not isinstance(config["secrets"], Mapping):
+    inline = config.get("secrets", {})
+    if not isinstance(inline, Mapping):
         raise ConfigValidationError("secrets must be a mapping of secret names", "$.secrets")
+    SecretResolver(settings).check_env_refs(inline, declared_secrets(cls))
     schema = cls.Config
     if schema is None:
         return values
@@ -147,7 +174,13 @@ def validate_config(cls: type[PluginBase], config: Mapping[str, Any]) -> Any:
         if key not in known:
             raise ConfigValidationError(f"unknown config key {key!r}", f"$.{key}")
     try:
-        return msgspec.convert(values, schema, strict=True)
+        converted = msgspec.convert(values, schema, strict=True)
     except msgspec.ValidationError as exc:
         detail, _, where = str(exc).partition(" - at `")
         raise ConfigValidationError(detail, where.rstrip("`") or "$") from None
+    return confine(converted, settings.data_dir)
+
+
+def declared_secrets(cls: type[PluginBase]) -> tuple[str, ...]:
+    """The secret names a plugin class declares, required then optional."""
+    return (*cls.required_secrets, *cls.optional_secrets)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import os
-import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,29 +19,35 @@ import msgspec
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import Comment, CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from agent_pm.durable import fsync_directory
-from agent_pm.errors import ManifestError
+from agent_pm.errors import ManifestError, UnloadableChangeError
+from agent_pm.plugins.manifest_file import (
+    MAX_MANIFEST_BYTES,
+    atomic_write,
+    read_bounded,
+    remove_stale_temp_files,
+)
 
 __all__ = [
+    "MAX_MANIFEST_BYTES",
     "Isolation",
     "Limits",
     "Manifest",
     "ManifestEntry",
     "ManifestItem",
     "current_digest",
+    "parse_bytes",
     "to_plain",
+    "write_text",
 ]
 
-MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 MAX_NODES = 100_000
 _STANDARD_TAGS = frozenset(
     f"tag:yaml.org,2002:{kind}"
     for kind in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 )
-_TEMP_SUFFIX = ".tmp"
 
 PluginName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
 ModulePath = Annotated[
@@ -85,7 +89,11 @@ class ManifestEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 @dataclass(frozen=True)
 class ManifestItem:
-    """One list item of the manifest: its key in the registry and either an entry or an error."""
+    """One list item of the manifest: its key in the registry and either an entry or an error.
+
+    ``raw`` is a plain copy of the item as written (dicts and lists), for showing what an
+    invalid entry says.
+    """
 
     key: str
     index: int
@@ -107,24 +115,63 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def _check_node(node: Node) -> None:
-    """Refuse object-constructing tags, deep nesting and alias bombs before anything is built."""
-    stack: list[tuple[Node, int]] = [(node, 1)]
+def _bounded(
+    root: Any, children: Callable[[Any], Iterable[Any]], error: Callable[[str], Exception]
+) -> Iterator[Any]:
+    """Every node of the tree under ``root``, aliases expanded; ``error`` past ``MAX_NODES``
+    nodes or ``MAX_DEPTH`` levels."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
     visited = 0
     while stack:
         current, depth = stack.pop()
         visited += 1
         if visited > MAX_NODES:
-            raise ManifestError(f"manifest has more than {MAX_NODES} nodes (alias expansion?)")
+            raise error(f"manifest has more than {MAX_NODES} nodes (alias expansion?)")
         if depth > MAX_DEPTH:
-            raise ManifestError(f"manifest is nested deeper than {MAX_DEPTH} levels")
+            raise error(f"manifest is nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children(current))
+        yield current
+
+
+def _node_children(node: Node) -> Iterable[Node]:
+    if isinstance(node, MappingNode):
+        return [child for pair in node.value for child in pair]
+    return node.value if isinstance(node, SequenceNode) else ()
+
+
+def _value_children(value: Any) -> Iterable[Any]:
+    if isinstance(value, dict):
+        return [child for pair in value.items() for child in pair]
+    return value if isinstance(value, list) else ()
+
+
+def _check_node(node: Node) -> None:
+    """Refuse object-constructing tags, deep nesting, alias bombs and text that is not valid
+    Unicode (a ``"\\ud800"`` escape) before anything is built."""
+    for current in _bounded(node, _node_children, ManifestError):
         if current.tag not in _STANDARD_TAGS:
-            line = current.start_mark.line + 1 if current.start_mark else "?"
-            raise ManifestError(f"unsupported YAML tag {current.tag!r} at line {line}")
-        if isinstance(current, MappingNode):
-            stack.extend((child, depth + 1) for pair in current.value for child in pair)
-        elif isinstance(current, SequenceNode):
-            stack.extend((child, depth + 1) for child in current.value)
+            raise ManifestError(f"unsupported YAML tag {current.tag!r} at line {_line(current)}")
+        if isinstance(current, ScalarNode) and not _encodable(current.value):
+            raise ManifestError(f"text at line {_line(current)} is not valid Unicode")
+
+
+def _check_shape(value: Any) -> None:
+    """Refuse values that would compose into more nodes or levels than :func:`_check_node`
+    allows, counted the same way; cheap, so a bomb is refused before it is dumped."""
+    for _ in _bounded(value, _value_children, UnloadableChangeError):
+        pass
+
+
+def _line(node: Node) -> int | str:
+    return node.start_mark.line + 1 if node.start_mark else "?"
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _yaml() -> YAML:
@@ -133,10 +180,19 @@ def _yaml() -> YAML:
     return yaml
 
 
+def parse_bytes(data: bytes) -> CommentedSeq:
+    """Parse manifest bytes exactly as :meth:`Manifest.load` does; ``ManifestError`` otherwise."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise ManifestError("manifest is not UTF-8 text") from None
+    return parse(text)
+
+
 def parse(text: str) -> CommentedSeq:
     """Parse manifest text safely into a round-trip list; raise ``ManifestError`` otherwise."""
-    if len(text.encode()) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
     yaml = _yaml()
     try:
         node = yaml.compose(text)
@@ -155,122 +211,143 @@ def parse(text: str) -> CommentedSeq:
 
 
 def _validate(index: int, raw: Any, seen: set[str]) -> ManifestItem:
-    label = raw.get("name") if isinstance(raw, dict) else None
+    plain = to_plain(raw)
+    label = plain.get("name") if isinstance(plain, dict) else None
     key = label if isinstance(label, str) and label else f"<entry {index + 1}>"
     try:
-        entry = msgspec.convert(to_plain(raw), ManifestEntry)
+        entry = msgspec.convert(plain, ManifestEntry)
     except msgspec.ValidationError as exc:
-        return ManifestItem(key, index, None, f"invalid manifest entry: {exc}", raw)
+        return ManifestItem(key, index, None, f"invalid manifest entry: {exc}", plain)
     if entry.name in seen:
         return ManifestItem(
-            f"{key} (entry {index + 1})", index, None, f"duplicate plugin name {key!r}", raw
+            f"{key} (entry {index + 1})", index, None, f"duplicate plugin name {key!r}", plain
         )
     seen.add(entry.name)
-    return ManifestItem(key, index, entry, None, raw)
+    return ManifestItem(key, index, entry, None, plain)
 
 
 def current_digest(path: Path) -> str:
     """SHA-256 of the file at ``path`` as it is now, ``""`` when there is none (as ``load``)."""
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return ""
-    except OSError as exc:
-        raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
+    data = read_bounded(path)
+    return "" if data is None else hashlib.sha256(data).hexdigest()
 
 
 class Manifest:
-    """A parsed manifest file: the round-trip tree and the validated view of its entries."""
+    """A parsed manifest file: the round-trip tree and the validated view of its entries.
+
+    The tree never leaves this class: callers change a copy with :meth:`set`, :meth:`add` and
+    :meth:`remove`, each of which checks the result exactly as :meth:`load` would read it back.
+    """
 
     def __init__(self, path: Path, root: CommentedSeq, digest: str) -> None:
         self.path = path
-        self.root = root
+        self._root = root
         self.digest = digest
+        # The bytes the last set/add/remove checked, which save writes without dumping again.
+        self._checked: bytes | None = None
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
         """Read and parse ``path``; a missing file is an empty manifest."""
-        _remove_stale_temp_files(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+        remove_stale_temp_files(path)
+        data = read_bounded(path)
+        if data is None:
             return cls(path, CommentedSeq(), "")
-        except OSError as exc:
-            raise ManifestError(f"cannot read manifest {path}: {exc.strerror}") from None
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
-        try:
-            text = data.decode()
-        except UnicodeDecodeError:
-            raise ManifestError("manifest is not UTF-8 text") from None
-        return cls(path, parse(text), hashlib.sha256(data).hexdigest())
+        return cls(path, parse_bytes(data), hashlib.sha256(data).hexdigest())
 
     def items(self) -> Iterator[ManifestItem]:
         """Validate every list item; duplicates after the first of a name are invalid."""
         seen: set[str] = set()
-        for index, raw in enumerate(self.root):
+        for index, raw in enumerate(self._root):
             yield _validate(index, raw, seen)
+
+    def item(self, name: str) -> ManifestItem:
+        """The item whose key is ``name``."""
+        for item in self.items():
+            if item.key == name:
+                return item
+        raise KeyError(name)
 
     def copy(self) -> Manifest:
         """A deep copy to mutate as a candidate; the original stays as it was."""
-        root = copy.deepcopy(self.root)
+        root = copy.deepcopy(self._root)
         # ruamel copies a list's comments only while copying its items, so an empty manifest
         # would lose its header comment on the first write.
-        if not self.root and hasattr(self.root, Comment.attrib):
-            setattr(root, Comment.attrib, copy.deepcopy(getattr(self.root, Comment.attrib)))
+        if not self._root and hasattr(self._root, Comment.attrib):
+            setattr(root, Comment.attrib, copy.deepcopy(getattr(self._root, Comment.attrib)))
         return Manifest(self.path, root, self.digest)
 
-    def find(self, name: str) -> CommentedMap:
-        """The raw mapping of the valid entry named ``name``."""
-        for item in self.items():
+    def set(self, name: str, **fields: Any) -> ManifestItem:
+        """Set ``fields`` of the valid entry ``name``; return the entry as it would load."""
+        raw = self._raw(name)
+        for key, value in fields.items():
+            raw[key] = value
+        return self._loaded_back(name)
+
+    def add(self, fields: dict[str, Any]) -> ManifestItem:
+        """Append an entry; return it as it would load. Raises if it would not load valid."""
+        self._root.append(fields)
+        return self._loaded_back(str(fields.get("name")))
+
+    def remove(self, name: str) -> None:
+        """Delete the entry keyed ``name`` (valid or not)."""
+        del self._root[self.item(name).index]
+        self._reloaded()
+
+    def _raw(self, name: str) -> CommentedMap:
+        for index, item in enumerate(self.items()):
             if item.entry is not None and item.entry.name == name:
-                raw: CommentedMap = item.raw
+                raw: CommentedMap = self._root[index]
                 return raw
         raise KeyError(name)
+
+    def _reloaded(self) -> Manifest:
+        """This manifest as ``load`` would read it back once written.
+
+        Raises :class:`UnloadableChangeError` (nothing has been written) when ``load`` would
+        refuse the text: too large, too deep, too many nodes, not encodable.
+        """
+        self._checked = None
+        _check_shape(self._root)  # fails fast, before dumping a bomb, on the same limits
+        text = self.dumps()
+        try:
+            data = text.encode()
+        except UnicodeEncodeError as exc:
+            bad = text[exc.start : exc.end].encode("unicode_escape").decode()
+            raise UnloadableChangeError(
+                f"text {bad} is not valid Unicode (a lone surrogate)"
+            ) from None
+        try:
+            reloaded = Manifest(self.path, parse_bytes(data), "")
+        except ManifestError as exc:
+            raise UnloadableChangeError(str(exc)) from None
+        self._checked = data
+        return reloaded
+
+    def _loaded_back(self, name: str) -> ManifestItem:
+        """The entry ``name`` as it loads back; refused unless valid and equal to this one."""
+        item = self._reloaded().item(name)
+        if item.entry is None:
+            raise UnloadableChangeError(item.error or "invalid manifest entry")
+        if item != _validate(item.index, self._root[item.index], set()):
+            raise UnloadableChangeError(f"entry {name!r} would not load back as written")
+        return item
 
     def dumps(self) -> str:
         # Entries go one per block item even when the file said `[]`; ruamel also cannot emit a
         # commented flow list (a deep copy forgets the style) that became empty again.
-        self.root.fa.set_block_style()
+        self._root.fa.set_block_style()
         stream = io.StringIO()
-        _yaml().dump(self.root, stream)
+        _yaml().dump(self._root, stream)
         return stream.getvalue()
 
     def save(self) -> None:
-        """Write atomically: temp file, fsync, rename, fsync the directory."""
-        data = self.dumps().encode()
-        _atomic_write(self.path, data)
+        """Write atomically (through a symlink, which stays one)."""
+        data = self._checked if self._checked is not None else self.dumps().encode()
+        atomic_write(self.path, data)
         self.digest = hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{_TEMP_SUFFIX}")
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as handle:
-                handle.write(data)
-                handle.flush()
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _copy_mode(path, temp)
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise ManifestError(f"cannot write manifest {path}: {exc.strerror or exc}") from None
-    fsync_directory(path.parent)
-
-
-def _copy_mode(original: Path, temp: Path) -> None:
-    try:
-        os.chmod(temp, original.stat().st_mode & 0o777)
-    except FileNotFoundError:
-        os.chmod(temp, 0o644)
-
-
-def _remove_stale_temp_files(path: Path) -> None:
-    """Temp files are only ever left by a crash mid-write; the manifest itself is intact."""
-    for stale in path.parent.glob(f".{path.name}.*{_TEMP_SUFFIX}"):
-        stale.unlink(missing_ok=True)
+def write_text(path: Path, text: str) -> None:
+    """Replace the file at ``path`` with ``text``, byte for byte, as atomically as ``save``."""
+    atomic_write(path, text.encode())

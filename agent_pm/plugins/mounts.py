@@ -19,6 +19,7 @@ __all__ = ["RESERVED_PREFIXES", "check_route_prefix", "mount_prefix"]
 
 RESERVED_PREFIXES = (
     "/audit",
+    "/cluster",
     "/dashboard",
     "/health",
     "/hooks",

@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import anyio
-from ruamel.yaml.comments import CommentedMap
 
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.isolated import isolation_status
 from agent_pm.plugins.loopblock import LoopBlocks
-from agent_pm.plugins.manifest import ManifestEntry, ManifestItem, to_plain
+from agent_pm.plugins.manifest import ManifestEntry, ManifestItem
 from agent_pm.plugins.secrets import ResolvedSecrets, mask_config
 from agent_pm.plugins.telemetry import PluginTelemetry
 
@@ -92,8 +91,8 @@ class PluginRecord:
                 "enabled": entry.enabled,
                 "config": mask_config(entry.config),
             }
-        raw = self.item.raw if isinstance(self.item.raw, CommentedMap) else {}
-        config = to_plain(raw.get("config"))
+        raw = self.item.raw if isinstance(self.item.raw, dict) else {}
+        config = raw.get("config")
         return {
             "module": raw.get("module") if isinstance(raw.get("module"), str) else None,
             "description": raw.get("description")

@@ -3,9 +3,13 @@
 A plugin's secrets resolve, first match wins, from: (1) the manifest's ``config.secrets.<KEY>``
 (a literal or ``{env: NAME}``), (2) the environment variable ``<KEY>``, (3) the ``Settings``
 attribute ``<key lowercased>``, (4) the secrets file at ``PLUGIN_SECRET_PATH``
-(``plugins.<name>.<KEY>``, then top-level ``<KEY>``, then ``global.<KEY>``). Resolved values are
-never shown: configs are masked with ``***`` and text is redacted before it is stored or logged;
-a plugin logs through a :class:`SecretLog`, whose records leave with its secret values masked.
+(``plugins.<name>.<KEY>``, then top-level ``<KEY>``, then ``global.<KEY>``). Steps 2 to 4 serve
+only the names the plugin declares, and ``{env: NAME}`` only names in ``PLUGIN_SECRET_ENV_ALLOW``
+(by default the plugin's declared names): a config cannot read any other variable of the process.
+
+Resolved values are never shown: configs are masked with ``***``, and text and hook results are
+redacted (every quoting of a value a :class:`Redactor` knows) before they are stored, sent or
+logged; a plugin logs through a :class:`SecretLog`, whose records leave with its values masked.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,21 +26,21 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from agent_pm.errors import ConfigValidationError
+from agent_pm.plugins.redaction import MASK, Redactor
 from agent_pm.settings import Settings
 
 __all__ = [
     "MASK",
+    "Redactor",
     "ResolvedSecrets",
     "SecretLog",
     "SecretResolver",
+    "is_literal",
     "mask_config",
     "redact",
     "unmask_config",
 ]
 
-MASK = "***"
-# Values shorter than this are too likely to collide with ordinary text to be redacted by search.
-_MIN_REDACT_LENGTH = 4
 logger = logging.getLogger(__name__)
 
 
@@ -46,12 +51,34 @@ class ResolvedSecrets:
     values: Mapping[str, str] = field(default_factory=dict, repr=False)
     missing: tuple[str, ...] = ()
 
+    @cached_property
+    def redactor(self) -> Redactor:
+        """Masks these values, however text quotes them."""
+        return Redactor(self.values.values())
+
 
 class SecretResolver:
     """Resolves secrets through the four sources, in order."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+
+    def env_allowed(self, declared: Iterable[str]) -> frozenset[str]:
+        """The variable names ``{env: NAME}`` may read for a plugin declaring ``declared``."""
+        allow = self._settings.plugin_secret_env_allow
+        return frozenset(declared if allow is None else allow)
+
+    def check_env_refs(self, inline: Mapping[str, Any], declared: Iterable[str]) -> None:
+        """Refuse ``{env: NAME}`` references to variables outside the allowlist."""
+        allowed = self.env_allowed(declared)
+        for key, spec in inline.items():
+            name = _env_name(spec)
+            if name is not None and name not in allowed:
+                raise ConfigValidationError(
+                    f"environment variable {name!r} is not allowed here; allowed: "
+                    f"{', '.join(sorted(allowed)) or 'none'} (PLUGIN_SECRET_ENV_ALLOW)",
+                    f"$.secrets.{key}.env",
+                )
 
     def resolve(
         self,
@@ -60,25 +87,31 @@ class SecretResolver:
         inline: Mapping[str, Any],
         optional: Iterable[str] = (),
     ) -> ResolvedSecrets:
-        """Resolve every required, optional and inline secret; report missing required ones."""
+        """Resolve every required, optional and inline secret; report missing required ones.
+
+        An inline key the plugin does not declare takes only its inline value: the fallback
+        sources would otherwise let a config name any variable or setting of the process.
+        """
         required = tuple(required)
-        keys = dict.fromkeys([*required, *optional, *inline])
+        declared = dict.fromkeys([*required, *optional])
+        allowed = self.env_allowed(declared)
         file_data = self._read_file()
         values: dict[str, str] = {}
-        for key in keys:
-            value = self._inline(inline.get(key))
-            if value is None:
+        for key in dict.fromkeys([*declared, *inline]):
+            value = self._inline(inline.get(key), allowed)
+            if value is None and key in declared:
                 value = self._settings.environ.get(key) or self._setting(key)
-            if value is None:
-                value = _from_file(file_data, plugin, key)
+                if value is None:
+                    value = _from_file(file_data, plugin, key)
             if value is not None:
                 values[key] = value
         missing = tuple(key for key in required if key not in values)
         return ResolvedSecrets(values, missing)
 
-    def _inline(self, spec: Any) -> str | None:
-        if isinstance(spec, Mapping) and isinstance(spec.get("env"), str):
-            return self._settings.environ.get(spec["env"]) or None
+    def _inline(self, spec: Any, allowed: frozenset[str]) -> str | None:
+        name = _env_name(spec)
+        if name is not None:
+            return (self._settings.environ.get(name) or None) if name in allowed else None
         if isinstance(spec, str | int | float) and not isinstance(spec, bool) and spec != "":
             return str(spec)
         return None
@@ -97,6 +130,18 @@ class SecretResolver:
             logger.warning("secrets file %s is unreadable: %s", path, type(exc).__name__)
             return {}
         return data if isinstance(data, Mapping) else {}
+
+
+def _env_name(spec: Any) -> str | None:
+    if isinstance(spec, Mapping) and isinstance(spec.get("env"), str):
+        return str(spec["env"])
+    return None
+
+
+def is_literal(spec: Any) -> bool:
+    """Whether a ``config.secrets`` value gives the secret itself (not the mask, not a ref)."""
+    scalar = isinstance(spec, str | int | float) and not isinstance(spec, bool)
+    return scalar and spec not in ("", MASK)
 
 
 def _parse_secret_file(path: Path) -> Any:
@@ -146,11 +191,13 @@ def unmask_config(new: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str
 
 
 def redact(text: str, values: Iterable[str]) -> str:
-    """``text`` with every secret value in ``values`` replaced by the mask."""
-    for value in values:
-        if len(value) >= _MIN_REDACT_LENGTH and value in text:
-            text = text.replace(value, MASK)
-    return text
+    """``text`` with every secret value in ``values`` (in any quoting) replaced by the mask."""
+    return _redactor(tuple(values)).text(text)
+
+
+@lru_cache(maxsize=64)
+def _redactor(values: tuple[str, ...]) -> Redactor:
+    return Redactor(values)
 
 
 # The record attribute through which a SecretLog hands its values to the filter; removed there.
@@ -165,15 +212,15 @@ class _RedactRecords(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        values: tuple[str, ...] = record.__dict__.pop(_VALUES_ATTR, ())
-        if not values:
+        redactor: Redactor | None = record.__dict__.pop(_VALUES_ATTR, None)
+        if not redactor:
             return True
-        record.msg, record.args = redact(record.getMessage(), values), ()
+        record.msg, record.args = redactor.text(record.getMessage()), ()
         if record.exc_info:
             text = record.exc_text or logging.Formatter().formatException(record.exc_info)
-            record.exc_info, record.exc_text = None, redact(text, values)
+            record.exc_info, record.exc_text = None, redactor.text(text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info, values)
+            record.stack_info = redactor.text(record.stack_info)
         return True
 
 
@@ -184,11 +231,11 @@ class SecretLog(logging.LoggerAdapter[logging.Logger]):
 
     def __init__(self, logger: logging.Logger, values: Iterable[str] = ()) -> None:
         super().__init__(logger, {})
-        self.values = tuple(v for v in values if len(v) >= _MIN_REDACT_LENGTH)
-        # One stateless filter per logger: it reads the values from each record.
+        self.redactor = Redactor(values)
+        # One stateless filter per logger: it reads the redactor from each record.
         if self._filter not in logger.filters:
             logger.addFilter(self._filter)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(kwargs.get("extra") or {}), _VALUES_ATTR: self.values}
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), _VALUES_ATTR: self.redactor}
         return msg, kwargs

@@ -75,4 +75,15 @@ def _targets_of(record: PluginRecord) -> Iterable[tuple[str, Target]]:
         is_async = inspect.iscoroutinefunction(handler)
         if is_async and record.loop_blocks is not None and not isolated:
             handler = timed(handler, record.loop_blocks, hook)
-        yield hook, Target(record.name, handler, is_async, record.timeout, record.limiter, skip)
+        yield (
+            hook,
+            Target(
+                record.name,
+                handler,
+                is_async,
+                record.timeout,
+                record.limiter,
+                skip,
+                record.secrets.redactor,
+            ),
+        )

@@ -34,6 +34,7 @@ class HookSample(msgspec.Struct, frozen=True, gc=False, tag="sample", tag_field=
     status: Status
     duration_ms: float
     error: str | None = None
+    node: str | None = None
 
     @property
     def topic(self) -> tuple[str, str | None]:

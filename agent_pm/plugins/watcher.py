@@ -34,7 +34,8 @@ from anyio.abc import TaskStatus
 
 from agent_pm.audit import Actor, AuditLog
 from agent_pm.audited import AuditedAdmin
-from agent_pm.errors import AgentPMError
+from agent_pm.errors import AgentPMError, ManifestError
+from agent_pm.plugins.manifest_file import read_bounded
 from agent_pm.plugins.registry import PluginRegistry
 
 __all__ = ["ManifestWatcher", "watch_manifest"]
@@ -46,11 +47,13 @@ SETTLE_SECONDS = 0.05
 
 
 def file_digest(path: Path) -> str | None:
-    """SHA-256 of the file at ``path``, or ``None`` when there is no file to read."""
+    """SHA-256 of the file at ``path``, or ``None`` when there is no file the manifest could be
+    (missing, unreadable, too large, not a regular file: a FIFO must not block the poll)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        data = read_bounded(path)
+    except ManifestError:
         return None
+    return None if data is None else hashlib.sha256(data).hexdigest()
 
 
 class ManifestWatcher:

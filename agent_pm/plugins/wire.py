@@ -106,6 +106,7 @@ class Init(msgspec.Struct, kw_only=True):
     secrets: dict[str, str]
     missing: list[str]
     sys_path: list[str]
+    data_dir: str
     memory_mb: int | None = None
     cpu_seconds: float | None = None
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, MutableMapping
 from functools import partial
+from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 import anyio
@@ -34,6 +35,7 @@ from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.dispatch import HookResult
 from agent_pm.plugins.loader import import_plugin_class, origin, validate_config
 from agent_pm.plugins.loopcall import call_soon
+from agent_pm.settings import Settings
 
 __all__ = ["main"]
 
@@ -218,7 +220,8 @@ class Worker:
             self.watchdog = CpuWatchdog(self.channel, init.cpu_seconds)
         sys.path[:] = init.sys_path
         cls = import_plugin_class(init.module)
-        instance = cls(validate_config(cls, init.config))
+        settings = Settings(data_dir=Path(init.data_dir))  # where its file paths are confined
+        instance = cls(validate_config(cls, init.config, settings))
         instance.bind(init.plugin, init.secrets, init.missing, self.emitter)
         self.instance = instance
         routes = list(instance.routes())

@@ -439,3 +439,16 @@ def test_live_channel_selection_pushes_the_timeline(client: TestClient) -> None:
         client.post("/plugins/echo/disable", headers={"X-API-Key": ADMIN_KEY})
         content = receive(ws)["content"]
     assert 'id="row-echo"' in content and "admin-state" not in content
+
+
+def test_config_the_manifest_could_not_load_is_refused_inline(
+    client: TestClient, manifest: Path
+) -> None:
+    csrf = login(client)
+    before = manifest.read_text()
+    for config in ('{"note": "caf\\ud800"}', '{"deep": ' + '{"k": ' * 40 + "1" + "}" * 41):
+        data = {"config": config, "csrf_token": csrf}
+        response = client.post("/dashboard/plugins/echo/config", data=data, headers=HX)
+        assert response.status_code == 422 and "cannot load" in response.text
+        assert "nothing was saved" in response.text
+    assert manifest.read_text() == before

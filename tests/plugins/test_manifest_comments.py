@@ -13,7 +13,7 @@ def test_manifest_copy_keeps_header_comment_of_empty_list(
 ) -> None:
     path = write_manifest("# how to write entries\n[]\n")
     candidate = Manifest.load(path).copy()
-    candidate.root.append({"name": "echo", "module": "tests.fixtures.plugins:Echo"})
+    candidate.add({"name": "echo", "module": "tests.fixtures.plugins:Echo"})
     candidate.save()
     text = path.read_text()
     assert text.startswith("# how to write entries\n")

@@ -29,9 +29,8 @@ def test_secrets_inline_literal_wins_over_every_other_source(tmp_path: Path) -> 
 
 
 def test_secrets_inline_env_reference_reads_the_named_variable(tmp_path: Path) -> None:
-    found = resolver(tmp_path, {"OTHER": "from-other"}).resolve(
-        "p", ["TOKEN"], {"TOKEN": {"env": "OTHER"}}
-    )
+    environ = {"OTHER": "from-other", "PLUGIN_SECRET_ENV_ALLOW": "OTHER"}
+    found = resolver(tmp_path, environ).resolve("p", ["TOKEN"], {"TOKEN": {"env": "OTHER"}})
     assert found.values == {"TOKEN": "from-other"}
 
 

@@ -84,6 +84,8 @@ def canary_settings(tmp_path: Path) -> Settings:
         "CANARY_SOURCE": CANARIES["inline-env"],
         "CANARY_ENV": CANARIES["env"],
         "DATA_DIR": str(tmp_path / "data"),
+        # `{env: NAME}` reads only allowed names; the canary's source variable is one.
+        "PLUGIN_SECRET_ENV_ALLOW": "CANARY_SOURCE",
     }
     # Only the attribute carries this one: the environment would win at step two.
     return dataclasses.replace(Settings.from_env(env), slack_bot_token=CANARIES["setting"])

@@ -16,6 +16,8 @@ from typing import Any, TypeVar, TypeVarTuple
 import anyio
 import anyio.to_thread
 
+from agent_pm.plugins.paths import claim
+
 __all__ = ["FeedbackStore"]
 
 T = TypeVar("T")
@@ -49,12 +51,23 @@ def _now() -> str:
 
 
 class FeedbackStore:
-    """Feedback records in the SQLite file at ``path``, created with its directory on first use."""
+    """Feedback records in the SQLite file at ``path``, created with its directory on first use;
+    ``owner`` (the plugin's name) must be the one that created it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: str) -> None:
         self.path = path
+        self.owner = owner
         self._connection: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
+
+    async def claim(self) -> None:
+        """Make sure the file is the owner's: new, or created by it before (never another
+        component's database); ``PermissionError`` otherwise."""
+        await self._run(self._claim)
+
+    def _claim(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        claim(self.path, self.owner)
 
     async def add(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Store a record of ``fields``; return it with its ``id`` and ``created_at``."""

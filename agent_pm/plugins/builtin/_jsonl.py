@@ -5,12 +5,18 @@ append returns once its line is durable. A batch is written as complete lines in
 ``os.write``, and ``open`` cuts a partial last line a killed writer may have left, so readers only
 ever see whole lines. Before the file would pass ``rotate_bytes`` it is renamed to the next free
 ``<name>.<n>`` — a higher ``n`` is newer, and rotation never renames an already rotated file.
+
+Cutting and rotating change a file, so they are only done to a file this writer created: its
+owner's name is kept in ``.<name>.owner`` beside it, written before the file itself. An existing
+file without that mark, or marked by another owner (another plugin's file, the audit log, a
+database), is refused on open and never written, cut or renamed; so is a symlink.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +24,7 @@ import anyio
 import anyio.to_thread
 
 from agent_pm.durable import fsync_directory
+from agent_pm.plugins.paths import claim
 
 __all__ = ["JsonlLog"]
 
@@ -51,11 +58,15 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class JsonlLog:
-    """Lines appended to ``path``, rotated past ``rotate_bytes``; open, append, then close."""
+    """Lines appended to ``path``, rotated past ``rotate_bytes``; open, append, then close.
 
-    def __init__(self, path: Path, rotate_bytes: int) -> None:
+    ``owner`` names the writer (a plugin's name): only a file it created is cut or rotated.
+    """
+
+    def __init__(self, path: Path, rotate_bytes: int, *, owner: str) -> None:
         self.path = path
         self.rotate_bytes = rotate_bytes
+        self.owner = owner
         self._fd: int | None = None
         self._size = 0
         self._pending: list[_Entry] = []
@@ -95,8 +106,14 @@ class JsonlLog:
 
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        size = os.fstat(fd).st_size
+        claim(self.path, self.owner)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o644)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise PermissionError(f"{self.path} is not a regular file")
+        size = info.st_size
         complete = _complete_length(fd, size)
         if complete < size:
             os.ftruncate(fd, complete)

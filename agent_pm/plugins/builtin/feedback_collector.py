@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from agent_pm.errors import AgentPMError
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.builtin._feedback_store import FeedbackStore
+from agent_pm.plugins.paths import DataPath
 
 __all__ = ["Feedback", "FeedbackCollectorPlugin"]
 
@@ -101,7 +102,7 @@ class FeedbackCollectorPlugin(PluginBase):
     class Config(msgspec.Struct, forbid_unknown_fields=True):
         """Where the database lives."""
 
-        database_path: str = "var/feedback.sqlite3"
+        database_path: DataPath = "feedback/feedback.sqlite3"
 
     config: Config
 
@@ -117,8 +118,11 @@ class FeedbackCollectorPlugin(PluginBase):
         ]
 
     async def on_enable(self) -> None:
-        """Prepare the store; the database file is opened on the first request."""
-        self._store = FeedbackStore(Path(self.config.database_path))
+        """Prepare the store, refusing a database this plugin did not create; the database file
+        is opened on the first request."""
+        store = FeedbackStore(Path(self.config.database_path), owner=self.plugin_name)
+        await store.claim()
+        self._store = store
 
     async def on_disable(self) -> None:
         """Close the database."""

@@ -63,6 +63,8 @@ class SlackFollowupAlertsPlugin(HTTPPlugin):
     required_secrets = ("SLACK_BOT_TOKEN",)
     # Like JIRA_BASE_URL, the endpoint can come from the environment (the demo's stand-in).
     optional_secrets = ("SLACK_API_BASE_URL",)
+    # Where the bot token goes: changing either through the API needs the token given again.
+    destinations = ("api_base_url", "secrets.SLACK_API_BASE_URL")
 
     class Config(HTTPConfig, forbid_unknown_fields=True, kw_only=True):
         """Where messages go."""

@@ -58,6 +58,8 @@ class TicketAutomationPlugin(HTTPPlugin):
     description = "Create Jira issues from plans and comment alignment events on them."
     hooks = ("pre_plan", "post_plan", "post_alignment_event", "post_ticket_export")
     required_secrets = ("JIRA_BASE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN")
+    # Where the credentials go: changing it through the API needs them given again.
+    destinations = ("secrets.JIRA_BASE_URL",)
 
     class Config(HTTPConfig, forbid_unknown_fields=True, kw_only=True):
         """Where issues go and how they look."""

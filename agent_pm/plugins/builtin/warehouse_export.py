@@ -2,7 +2,8 @@
 
 Each event becomes one line ``{"timestamp": <ISO-8601 UTC>, "hook": <name>, "payload": {...}}``
 that a warehouse loader can pick up; rotated files are ``<path>.1``, ``<path>.2`` … (higher is
-newer). Payload values JSON cannot carry are written as their ``str()``.
+newer). ``path`` is relative to the data directory, and must be a file this plugin created.
+Payload values JSON cannot carry are written as their ``str()``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import msgspec
 
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.builtin._jsonl import JsonlLog
+from agent_pm.plugins.paths import DataPath
 
 __all__ = ["WarehouseExportPlugin"]
 
@@ -33,7 +35,7 @@ class WarehouseExportPlugin(PluginBase):
     class Config(msgspec.Struct, forbid_unknown_fields=True):
         """Where lines go and when the file rotates."""
 
-        path: str = "var/warehouse/events.jsonl"
+        path: DataPath = "warehouse/events.jsonl"
         rotate_bytes: Annotated[int, msgspec.Meta(gt=0)] = 10_000_000
 
     config: Config
@@ -44,7 +46,7 @@ class WarehouseExportPlugin(PluginBase):
 
     async def on_enable(self) -> None:
         """Open the file, cutting a partial line a crash may have left."""
-        events = JsonlLog(Path(self.config.path), self.config.rotate_bytes)
+        events = JsonlLog(Path(self.config.path), self.config.rotate_bytes, owner=self.plugin_name)
         if torn := await events.open():
             self.log.warning("cut a partial last line of %d bytes from %s", torn, events.path)
         self._events = events

@@ -14,6 +14,7 @@ import pytest
 
 from agent_pm.plugins.builtin._jsonl import JsonlLog
 from agent_pm.plugins.builtin.warehouse_export import WarehouseExportPlugin
+from agent_pm.plugins.paths import claim
 
 CHILD = """
 import sys
@@ -49,7 +50,9 @@ def _files(path: Path) -> list[Path]:
 
 
 def _write(file: Path, data: bytes) -> None:
+    """A file the plugin created before, as a crash mid-write left it."""
     file.parent.mkdir(parents=True)
+    claim(file, "warehouse_export")
     file.write_bytes(data)
 
 
@@ -230,7 +233,7 @@ async def test_sigkill_mid_write_leaves_only_whole_lines(killed_writer: Path) ->
 
 @pytest.mark.anyio
 async def test_log_refuses_appends_when_not_open(path: Path) -> None:
-    events = JsonlLog(path, 1000)
+    events = JsonlLog(path, 1000, owner="warehouse_export")
 
     with pytest.raises(OSError, match="appending to") as caught:
         await events.append(b"{}\n")
