@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from agent_pm.api.dashboard import _regions as regions
 from agent_pm.api.dashboard._guard import audited, checked
-from agent_pm.api.dashboard._pages import admin_page, html, install_section
+from agent_pm.api.dashboard._pages import admin_document, html, install_section
 from agent_pm.api.dashboard._regions import AdminCard, Change, Conflict, Notice
 from agent_pm.api.dashboard._render import render
 from agent_pm.api.dashboard._schema_form import (
@@ -116,9 +116,7 @@ async def _answer(request: Request, name: str, card: AdminCard) -> Response:
     registry = request.app.state.registry
     if not request.headers.get("hx-request"):
         # Without JavaScript the browser followed a plain form post: show the page again.
-        response = await admin_page(request)
-        response.status_code = card.status
-        return response
+        return html(await admin_document(registry, session, {name: card}), card.status)
     meta = regions.meta_of(registry, name)
     if meta is None:
         return html(render("partials/removed_card.html", name=name, card=card), card.status)
@@ -229,7 +227,5 @@ async def install(request: Request) -> Response:
     except AgentPMError as exc:
         state.error, status = str(exc), 409
     if not request.headers.get("hx-request"):
-        response = await admin_page(request)
-        response.status_code = status
-        return response
+        return html(await admin_document(registry, session, install=state), status)
     return html(await install_section(registry, session, state), status)

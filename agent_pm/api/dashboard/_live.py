@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 from markupsafe import Markup
@@ -190,8 +191,7 @@ class LiveChannel:
 
 
 def _query(text: str) -> dict[str, str]:
-    pairs = (item.partition("=") for item in text.split("&") if item)
-    return {key: value for key, _, value in pairs}
+    return dict(parse_qsl(text))
 
 
 async def live(websocket: WebSocket) -> None:

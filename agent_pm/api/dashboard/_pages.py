@@ -130,14 +130,24 @@ async def admin_page(request: Request) -> Response:
         return RedirectResponse("/login", 303)
     if not session.is_admin:
         return html(render("forbidden.html", session=session), 403)
-    registry = request.app.state.registry
+    return html(await admin_document(request.app.state.registry, session))
+
+
+async def admin_document(
+    registry: Any,
+    session: Session,
+    cards: dict[str, regions.AdminCard] | None = None,
+    install: regions.AdminCard | None = None,
+) -> Markup:
+    """The admin page; ``cards`` and ``install`` carry what the last action has to say."""
+    cards = cards or {}
     metas = regions.metas_of(registry)
-    cells = regions.admin_cells(metas, session, registry.revision)
-    return html(
-        render(
-            "admin.html",
-            **_shell(registry, session, "admin", {}),
-            cards=[cell.html() for cell in cells.values()],
-            install=await install_section(registry, session),
-        )
+    return render(
+        "admin.html",
+        **_shell(registry, session, "admin", {}),
+        cards=[
+            regions.admin_card(meta, session, registry.revision, cards.get(meta["name"]))
+            for meta in metas
+        ],
+        install=await install_section(registry, session, install),
     )

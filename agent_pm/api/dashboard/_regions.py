@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 from markupsafe import Markup
 
@@ -120,7 +121,7 @@ class PluginView:
 
     def query(self, **changes: str) -> str:
         values = {"hook": self.hook, "status": self.status, **changes}
-        return "&".join(f"{k}={v}" for k, v in values.items() if v)
+        return urlencode({k: v for k, v in values.items() if v})
 
 
 def plugin_view(meta: dict[str, Any], hook: str, status: str) -> PluginView:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 
@@ -175,7 +176,7 @@ class Filters:
         }
         values.update(changes)
         kept = {k: v for k, v in values.items() if v and not (k == "sort" and v == "health")}
-        return "&".join(f"{k}={v}" for k, v in kept.items())
+        return urlencode(kept)
 
     def toggle(self, sort: str) -> str:
         """The query that sorts by ``sort``, reversing the order if it already does."""
