@@ -181,7 +181,8 @@
     if (button) acted = button.id || "";
   }, true);
   const busy = (el, on) => {
-    const form = el.closest ? (el.closest("form") || el) : el;
+    if (!(el instanceof Element)) return;
+    const form = el.closest("form") || el;
     form.setAttribute("aria-busy", String(on));
     form.querySelectorAll("button").forEach((b) => { b.disabled = on; });
     if (form.tagName === "BUTTON") form.disabled = on;

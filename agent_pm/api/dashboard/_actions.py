@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from agent_pm.api.dashboard import _regions as regions
 from agent_pm.api.dashboard._guard import audited, checked
@@ -140,7 +140,7 @@ async def _reload(
 
 def _config_from(meta: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
     """The config a form describes; ``FormError`` names the field that cannot be read."""
-    if form.get("form") == "fields":
+    if form.get("editor") == "fields":
         fields = config_fields(meta.get("module"))
         return read_form(fields, form, meta.get("config") or {})
     text = form.get("config", "")
@@ -200,7 +200,9 @@ async def remove(request: Request) -> Response:
 async def admin_card(request: Request) -> Response:
     """``GET /dashboard/admin/cards/{name}``: one card with the current values."""
     session = session_from_scope(request.scope)
-    if session is None or not session.is_admin:
+    if session is None:
+        return RedirectResponse("/login", 303)
+    if not session.is_admin:
         raise HTTPException(403, "admin role required")
     return await _answer(request, request.path_params["name"], AdminCard())
 

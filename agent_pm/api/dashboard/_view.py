@@ -152,18 +152,34 @@ class Filters:
     sort: str = "health"
     descending: bool = False
 
-    SORTS = ("health", "name", "calls", "errors", "ratio", "p95")
+    # Sort keys and their labels; names and health read best ascending, figures descending.
+    SORTS = {
+        "health": "worst health first",
+        "name": "name",
+        "calls": "most calls",
+        "errors": "most errors",
+        "ratio": "highest error ratio",
+        "p95": "slowest p95",
+    }
+    ASCENDING = ("health", "name")
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> Filters:
         sort = query.get("sort", "health")
+        sort = sort if sort in cls.SORTS else "health"
+        direction = query.get("dir", "")
         return cls(
             plugin=query.get("plugin", "").strip(),
             hook=query.get("hook", "").strip(),
             health=query.get("health", "").strip(),
-            sort=sort if sort in cls.SORTS else "health",
-            descending=query.get("dir") == "desc",
+            sort=sort,
+            descending=direction == "desc" if direction else sort not in cls.ASCENDING,
         )
+
+    def _direction(self, sort: str, descending: bool) -> str:
+        if descending == (sort not in self.ASCENDING):
+            return ""
+        return "desc" if descending else "asc"
 
     def query(self, **changes: Any) -> str:
         """The query string of these filters with ``changes`` applied, defaults left out."""
@@ -172,7 +188,7 @@ class Filters:
             "hook": self.hook,
             "health": self.health,
             "sort": self.sort,
-            "dir": "desc" if self.descending else "",
+            "dir": self._direction(self.sort, self.descending),
         }
         values.update(changes)
         kept = {k: v for k, v in values.items() if v and not (k == "sort" and v == "health")}
@@ -180,8 +196,8 @@ class Filters:
 
     def toggle(self, sort: str) -> str:
         """The query that sorts by ``sort``, reversing the order if it already does."""
-        descending = not self.descending if sort == self.sort else sort != "name"
-        return self.query(sort=sort, dir="desc" if descending else "")
+        descending = not self.descending if sort == self.sort else sort not in self.ASCENDING
+        return self.query(sort=sort, dir=self._direction(sort, descending))
 
 
 def _sort_key(sort: str) -> Any:

@@ -104,7 +104,7 @@ def test_invalid_config_shows_the_field_error_and_saves_nothing(
     login(client)
     before = manifest.read_text()
     text = json.dumps({"channel": "#ops", "retries": "many"})
-    form = guard(client, "configured").form(config=text, form="json")
+    form = guard(client, "configured").form(config=text, editor="json")
     response = client.post(CONFIG.format("configured"), data=form, headers=HX)
     assert response.status_code == 422
     field = re.search(r'<div class="field invalid">.*?</div>', response.text, re.S)
@@ -126,7 +126,7 @@ def test_json_errors_name_line_and_column(
 ) -> None:
     login(client)
     before = manifest.read_text()
-    form = guard(client, "configured").form(config=text, form="json")
+    form = guard(client, "configured").form(config=text, editor="json")
     response = client.post(CONFIG.format("configured"), data=form, headers=HX)
     assert response.status_code == 422 and message in response.text
     assert 'aria-invalid="true"' in response.text
@@ -146,7 +146,7 @@ def test_schema_form_saves_typed_values(client: TestClient, manifest: Path) -> N
     card = client.get("/dashboard/admin/cards/configured", headers=HX).text
     assert 'name="field.retries"' in card and "integer" in card
     form = guard(client, "configured").form(
-        **{"form": "fields", "field.channel": "#typed", "field.retries": "7"}
+        **{"editor": "fields", "field.channel": "#typed", "field.retries": "7"}
     )
     response = client.post(CONFIG.format("configured"), data=form, headers=HX)
     assert response.status_code == 200, response.text
@@ -155,7 +155,7 @@ def test_schema_form_saves_typed_values(client: TestClient, manifest: Path) -> N
         "retries": 7,
     }
     bad = guard(client, "configured").form(
-        **{"form": "fields", "field.channel": "#t", "field.retries": "seven"}
+        **{"editor": "fields", "field.channel": "#t", "field.retries": "seven"}
     )
     response = client.post(CONFIG.format("configured"), data=bad, headers=HX)
     assert response.status_code == 422 and 'value="seven"' in response.text

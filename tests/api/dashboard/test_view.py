@@ -87,12 +87,14 @@ def test_default_order_is_worst_health_first_and_strip_counts_it() -> None:
 
 
 def test_filters_and_sorting_round_trip_through_the_url() -> None:
-    filters = Filters.from_query({"plugin": "a", "sort": "ratio", "dir": "desc", "hook": ""})
+    filters = Filters.from_query({"plugin": "a", "sort": "ratio", "hook": ""})
+    assert filters.descending  # figures sort largest first unless asked otherwise
     assert [r.name for r in sorted_rows(METAS, filters)] == ["bad", "calm"]
-    assert filters.query() == "plugin=a&sort=ratio&dir=desc"
+    assert filters.query() == "plugin=a&sort=ratio"
     assert Filters.from_query({"sort": "nonsense"}).sort == "health"
-    assert filters.toggle("ratio") == "plugin=a&sort=ratio"
-    assert Filters().toggle("calls") == "sort=calls&dir=desc"
+    assert filters.toggle("ratio") == "plugin=a&sort=ratio&dir=asc"
+    assert Filters().toggle("calls") == "sort=calls"
+    assert Filters.from_query({"sort": "name"}).toggle("name") == "sort=name&dir=desc"
     assert [r.name for r in sorted_rows(METAS, Filters(health="skipping"))] == ["needy"]
     assert sorted_rows(METAS, Filters(hook="pre_plan")) == []
 
