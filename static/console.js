@@ -4,7 +4,7 @@
   "use strict";
   const main = document.getElementById("main");
   const conn = document.getElementById("conn");
-  const notices = document.getElementById("notices");
+  const notices = document.querySelector("#notices ol");
   if (!main || !conn) return;
   const view = JSON.parse(main.dataset.view || "{}");
   let seq = Number(main.dataset.seq || 0);

@@ -202,7 +202,8 @@ def test_layout_has_no_clipped_columns_from_1024_px(browser: Any, live_server: L
         page.goto(f"{live_server.url}{path}")
         clipped = page.evaluate(
             """() => [...document.querySelectorAll('.table-wrap, .card')]
-                .filter(el => el.scrollWidth > el.clientWidth + 1).map(el => el.id || el.className)"""
+                .filter(el => el.scrollWidth > el.clientWidth + 1)
+                .map(el => el.id || el.className)"""
         )
         assert clipped == [], (path, clipped)
         assert page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
@@ -220,7 +221,8 @@ def test_phone_overview_fits_in_two_screens_with_44px_targets(
     for path in ["/dashboard", "/dashboard/plugins/failing", "/dashboard/admin"]:
         page.goto(f"{live_server.url}{path}")
         small = page.evaluate(
-            """() => [...document.querySelectorAll('a, button, select, input:not([type=hidden]), summary')]
+            """() => [...document.querySelectorAll(
+                    'a, button, select, input:not([type=hidden]), summary')]
                 .filter(el => el.offsetParent !== null && !el.closest('.skip'))
                 .filter(el => { const r = el.getBoundingClientRect();
                                 return r.height < 44 || r.width < 44; })

@@ -229,7 +229,11 @@ async def live(websocket: WebSocket) -> None:
 
 async def _hello(websocket: WebSocket) -> dict[str, Any]:
     with anyio.move_on_after(HELLO_WAIT):
-        return _parse(await websocket.receive_text())
+        try:
+            return _parse(await websocket.receive_text())
+        except WebSocketDisconnect:
+            # Gone before it said hello; the pump notices the closed socket at its first send.
+            return {}
     return {}
 
 

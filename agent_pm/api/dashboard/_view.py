@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import msgspec
@@ -76,6 +76,10 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 def _health(meta: dict[str, Any]) -> tuple[str, str]:
+    """The plugin's health and its reason: the registry's verdict where it gives one."""
+    verdict = meta.get("health")
+    if isinstance(verdict, dict) and verdict.get("state"):
+        return str(verdict["state"]), str(verdict.get("reason") or "")
     missing = meta.get("secrets", {}).get("missing", [])
     state = str(meta["state"])
     if state in ("invalid", "failed"):
@@ -153,7 +157,7 @@ class Filters:
     descending: bool = False
 
     # Sort keys and their labels; names and health read best ascending, figures descending.
-    SORTS = {
+    SORTS: ClassVar[dict[str, str]] = {
         "health": "worst health first",
         "name": "name",
         "calls": "most calls",
@@ -161,7 +165,7 @@ class Filters:
         "ratio": "highest error ratio",
         "p95": "slowest p95",
     }
-    ASCENDING = ("health", "name")
+    ASCENDING: ClassVar[tuple[str, ...]] = ("health", "name")
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> Filters:

@@ -241,3 +241,17 @@ def test_config_the_manifest_could_not_load_is_refused_inline(
         assert response.status_code == 422 and "cannot load" in response.text
         assert "nothing was saved" in response.text
     assert manifest.read_text() == before
+
+
+def test_changes_list_each_setting_that_differs() -> None:
+    from agent_pm.api.dashboard._actions import changes
+
+    before = {"enabled": True, "config": {"a": 1, "b": {"c": 2}, "gone": "x"}}
+    after = {"enabled": False, "config": {"a": 1, "b": {"c": 3}, "new": {}}}
+    assert [(c.path, c.before, c.after) for c in changes(before, after)] == [
+        ("config.b.c", "2", "3"),
+        ("config.gone", '"x"', "(unset)"),
+        ("config.new", "(unset)", "{}"),
+        ("enabled", "true", "false"),
+    ]
+    assert changes({}, {}) == []
