@@ -1,10 +1,11 @@
 """The operator console: server-rendered pages, safe admin forms and a live channel.
 
 Pages: ``/dashboard`` (overview, worst health first), ``/dashboard/plugins/{name}`` (one
-plugin: hooks, latency, error groups, history, config) and ``/dashboard/admin``. Each page's
-state (filters, sort, hook, status) lives in its URL. ``/dashboard/live`` pushes only what
-changed. State-changing requests need a session, a matching CSRF token and a same-origin
-``Origin``; admin actions also need the admin role and carry the revision they were opened at.
+plugin: hooks, latency, error groups, history, recorded failures, config) and
+``/dashboard/admin``. Each page's state (filters, sort, hook, status) lives in its URL.
+``/dashboard/live`` pushes only what changed. State-changing requests need a session, a
+matching CSRF token and a same-origin ``Origin``; admin actions also need the admin role and
+carry the revision they were opened at.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from agent_pm.api.dashboard import _actions as actions
+from agent_pm.api.dashboard import _replays as replays
 from agent_pm.api.dashboard._guard import checked, read_form
 from agent_pm.api.dashboard._live import live
 from agent_pm.api.dashboard._pages import admin_page, html, overview_page, plugin_page
@@ -40,6 +42,10 @@ def routes() -> list[BaseRoute]:
         Route("/dashboard/plugins/{name}/config", actions.update_config, methods=["POST"]),
         Route("/dashboard/plugins/{name}/remove", actions.remove, methods=["POST"]),
         Route("/dashboard/install", actions.install, methods=["POST"]),
+        Route("/dashboard/plugins/{name}/failures/replay", replays.replay_all, methods=["POST"]),
+        Route(
+            "/dashboard/plugins/{name}/failures/{id}/replay", replays.replay_one, methods=["POST"]
+        ),
         WebSocketRoute("/dashboard/live", live),
         ASSETS.route(),
     ]

@@ -1,4 +1,4 @@
-"""The console's pages: overview, one page per plugin, administration.
+"""The console's pages: overview, one page per plugin (with its recorded failures), administration.
 
 Each page embeds the bus position it was rendered at and a description of what it shows
 (``data-view``), which the page sends to the live channel so updates continue from there.
@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from agent_pm.api.dashboard import _regions as regions
+from agent_pm.api.dashboard._failures import failure_card
 from agent_pm.api.dashboard._render import render
 from agent_pm.api.dashboard._view import SEVERITY, STATUSES, Filters, hook_names
 from agent_pm.api.session import Session, session_from_scope
@@ -109,6 +110,7 @@ async def plugin_page(request: Request) -> Response:
             config=cells["plugin-config"].html(),
             chart=regions.chart_cell(meta, view).html(),
             history=regions.history_table(meta, view),
+            failures=await failure_card(registry, session, view.name),
         )
     )
 

@@ -1,8 +1,7 @@
-"""The dashboard's failures section: each recording plugin's recorded failures, with replays.
+"""A plugin's recorded failures on its console page: the card and what a replay says.
 
 Every session sees the failures' metadata (never their payloads); admin sessions also get a
-"Replay" button per pending failure and a "Replay all since" form, which answer htmx with the
-plugin's refreshed card. The section is rendered with the page and after each replay.
+"Replay" button per pending failure and a "Replay all since" form (see :mod:`._replays`).
 """
 
 from __future__ import annotations
@@ -13,13 +12,14 @@ import anyio
 import anyio.to_thread
 from markupsafe import Markup
 
-from agent_pm.api.dashboard_render import render
+from agent_pm.api.dashboard._regions import Notice
+from agent_pm.api.dashboard._render import render
 from agent_pm.api.session import Session
 from agent_pm.plugins.failures import FailureFilter, parse_since
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.replay import ReplayOutcome, ReplayReport
 
-__all__ = ["SINCE_CHOICES", "failure_card", "failures_section", "replay_notice"]
+__all__ = ["BULK_LIMIT", "SINCE_CHOICES", "failure_card", "replay_notice", "since_filter"]
 
 SHOWN = 20
 BULK_LIMIT = 500
@@ -47,8 +47,11 @@ async def failure_card(
     notice: str | None = None,
     error: str | None = None,
 ) -> Markup:
-    """The card of ``plugin``'s newest recorded failures."""
+    """The card of ``plugin``'s newest recorded failures, or how to start recording them."""
+    await registry.failures.settle()
     store = registry.failures.store
+    if plugin not in await anyio.to_thread.run_sync(plugins_with_failures, registry):
+        return render("partials/failures_off.html", plugin=plugin)
 
     def read() -> tuple[list[Any], int, int]:
         failures, matched = store.page(FailureFilter(plugin), SHOWN, payloads=False)
@@ -63,23 +66,10 @@ async def failure_card(
         pending=pending,
         admin=session.is_admin,
         csrf=session.csrf,
-        notice=notice,
+        notice=Notice(notice) if notice else None,
         error=error,
         since_choices=SINCE_CHOICES,
     )
-
-
-async def failures_section(registry: PluginRegistry, session: Session) -> Markup:
-    """Every card, or a note that no plugin records failures."""
-    await registry.failures.settle()
-    names = await anyio.to_thread.run_sync(plugins_with_failures, registry)
-    if not names:
-        return Markup(
-            '<p class="muted">No plugin records its failures: set <code>record_failures: '
-            "true</code> on an entry, or <code>RECORD_FAILURES=true</code> for all.</p>"
-        )
-    cards = [await failure_card(registry, session, name) for name in names]
-    return Markup('<div class="cards">{}</div>').format(Markup("").join(cards))
 
 
 def replay_notice(result: ReplayOutcome | ReplayReport) -> str:
