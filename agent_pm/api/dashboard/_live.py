@@ -205,7 +205,10 @@ async def live(websocket: WebSocket) -> None:
         await websocket.close(code=CLOSE_UNAUTHORIZED, reason="log in again")
         return
     registry = websocket.app.state.registry
-    hello = await _hello(websocket)
+    try:
+        hello = await _hello(websocket)
+    except WebSocketDisconnect:
+        return  # gone before saying hello (or closed by the server: message too big)
     view = hello.get("view")
     view = view if isinstance(view, dict) else {}
     channel = LiveChannel(registry, session, view)
@@ -229,11 +232,7 @@ async def live(websocket: WebSocket) -> None:
 
 async def _hello(websocket: WebSocket) -> dict[str, Any]:
     with anyio.move_on_after(HELLO_WAIT):
-        try:
-            return _parse(await websocket.receive_text())
-        except WebSocketDisconnect:
-            # Gone before it said hello; the pump notices the closed socket at its first send.
-            return {}
+        return _parse(await websocket.receive_text())
     return {}
 
 
