@@ -24,6 +24,7 @@ from agent_pm.api.dashboard._pages import html, plugin_page
 from agent_pm.api.reading import natural
 from agent_pm.api.session import Session
 from agent_pm.errors import AgentPMError, ReplayRateError
+from agent_pm.plugins.replay import replay_effect
 
 __all__ = ["replay_all", "replay_one"]
 
@@ -67,7 +68,8 @@ async def _replayed(
     notice = error = None
     status = 200
     try:
-        notice = replay_notice(await audited(request, session).run(action, name, lambda: replay))
+        admin = audited(request, session)
+        notice = replay_notice(await admin.run(action, name, lambda: replay, effect=replay_effect))
     except AgentPMError as exc:
         error, status = str(exc), 429 if isinstance(exc, ReplayRateError) else 409
     if request.headers.get("hx-request"):
