@@ -40,7 +40,8 @@
     if (form && form.method === "post") form.dataset.dirty = "true";
   });
   const editing = (el) => {
-    if (el.querySelector("form[data-dirty='true']")) return true;
+    // A form whose request is running is answered with a fresher version of the card anyway.
+    if (el.querySelector("form[data-dirty='true'], [aria-busy='true']")) return true;
     const active = document.activeElement;
     return !!active && el.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName) && active.type !== "hidden";
   };
@@ -79,6 +80,18 @@
     pending.delete(id);
     swap(el, html);
   };
+  // Once htmx has settled an answer (not before: it is still moving attributes over): a live version of the same state is not needed any more;
+  // a newer one is applied unless the operator is editing.
+  const settlePending = () => {
+    for (const [id, html] of pending) {
+      const el = document.getElementById(id);
+      if (!el) { pending.delete(id); continue; }
+      if (editing(el)) continue;
+      pending.delete(id);
+      if (baseOf(el) !== baseOf(parse(html))) swap(el, html);
+    }
+  };
+  document.addEventListener("htmx:after:settle", settlePending);
   document.addEventListener("focusout", () => {
     // Once the operator leaves a card they did not edit, it may take the newer version.
     setTimeout(() => {
