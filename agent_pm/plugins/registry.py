@@ -388,7 +388,6 @@ class PluginRegistry(AdminOperations, Emitter):
             self.bus.publish(StateChange(self.bus.next_seq(), {"name": name, "state": "removed"}))
 
 
-
 def _root_call_task(chain: _Chain) -> asyncio.Task[Any] | None:
     """The asyncio task of a hook call made outside any handler (``None`` inside an emit, where
     cancelling the root call reaches it, and on other event loops)."""
