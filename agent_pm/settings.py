@@ -92,6 +92,7 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "agent_pm:"
     node_name: str | None = None
+    tracing: bool = True
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -123,5 +124,6 @@ class Settings:
             redis_url=env.get("AGENT_PM_REDIS_URL") or None,
             redis_prefix=env.get("AGENT_PM_REDIS_PREFIX") or "agent_pm:",
             node_name=env.get("AGENT_PM_NODE") or None,
+            tracing=_flag(env, "TRACING", True),
             environ=env,
         )
