@@ -1,7 +1,7 @@
 """``/metrics``: Prometheus text exposition of hook telemetry.
 
-Counters (invocations, failures, timeouts, skipped, deadlines) come straight from the registry's per-hook
-stats, so they are exact. The duration histogram needs every sample, so :class:`HookHistograms`
+Counters (invocations, failures, timeouts, skipped, deadlines) come straight from the registry's
+per-hook stats, so they are exact. The duration histogram needs every sample, so :class:`HookHistograms`
 folds them in from its own bounded bus subscription (a task drains it continuously, and each
 scrape drains what is left); if it ever lags, the dropped samples are counted, never buffered.
 
