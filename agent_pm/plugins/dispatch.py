@@ -207,9 +207,9 @@ class Dispatcher:
         )
         return self._result(target, hook, status, 0.0, error=reason, span=span)
 
-    def _begin(self, target: Target, hook: str, limit: float, context: Context | None) -> Any:
-        """Set up a handler's context (its deadline, its span); return the span, if any."""
-        end = time.monotonic() + limit
+    def _begin(self, target: Target, hook: str, end: float, context: Context | None) -> Any:
+        """Set up a handler's context: its deadline ``end`` (on ``time.monotonic()``'s clock)
+        and its span, which it returns (``None`` without tracing)."""
         if context is None:
             deadline.set(end)
         else:
@@ -233,7 +233,7 @@ class Dispatcher:
         # caller already cancelled runs no handler, and a loop of fires never starves the
         # loop even when every handler returns at once.
         await asyncio.sleep(0)
-        began, began_counter = loop.time(), time.perf_counter()
+        began, began_counter, began_clock = loop.time(), time.perf_counter(), time.monotonic()
         caller = asyncio.current_task(loop)
         results: list[HookResult | None] = [None] * len(targets)
         running: list[Running] = []
@@ -244,7 +244,7 @@ class Dispatcher:
                 continue
             limit = _limit(target, budget)
             context = copy_context()
-            span = self._begin(target, hook, limit, context)
+            span = self._begin(target, hook, began_clock + limit, context)
             started = time.perf_counter()
             try:
                 coro = target.start(payload)
@@ -364,7 +364,7 @@ class Dispatcher:
         budget: float | None,
     ) -> None:
         limit = _limit(target, budget)
-        span = self._begin(target, hook, limit, None)
+        span = self._begin(target, hook, time.monotonic() + limit, None)
         started = time.perf_counter()
         status: Status = "success"
         value = error = None
