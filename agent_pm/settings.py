@@ -92,6 +92,7 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "agent_pm:"
     node_name: str | None = None
+    tracing: bool = True
     # Loop-block attribution of inline async handlers; a step longer than this is warned about.
     loop_block_tracking: bool = True
     loop_block_warn_ms: float = 100.0
@@ -126,6 +127,7 @@ class Settings:
             redis_url=env.get("AGENT_PM_REDIS_URL") or None,
             redis_prefix=env.get("AGENT_PM_REDIS_PREFIX") or "agent_pm:",
             node_name=env.get("AGENT_PM_NODE") or None,
+            tracing=_flag(env, "TRACING", True),
             loop_block_tracking=_flag(env, "LOOP_BLOCK_TRACKING", True),
             loop_block_warn_ms=_float(env, "LOOP_BLOCK_WARN_MS", 100.0, "milliseconds"),
             environ=env,

@@ -1,12 +1,15 @@
-"""Is the dashboard still responsive under 2,000 hook samples per second?
+"""What one open console tab costs: bytes per second, long tasks and frame gaps, under load.
 
-Starts the dashboard on a real uvicorn (the test application from ``tests/api/dashboard_app``
-with four async plugins), opens it in Debian's chromium, and records the main thread's long tasks
-(``PerformanceObserver('longtask')``, tasks over 50 ms) and the longest gap between animation
-frames: first for ``--seconds`` with the page idle (the same-run baseline), then for ``--seconds``
-while the server fires hooks at ``--rate`` samples per second.
+Starts the console on a real uvicorn (the test application from ``tests/api/dashboard_app`` with
+four async plugins), opens it in Debian's chromium and, for the overview and a plugin page,
+measures three phases of ``--seconds`` each: idle (the same-run baseline), the demo's rate
+(``serve --demo`` sends 4 requests/s, each firing the hook on its 4 plugins: 16 samples/s) and
+``--rate`` samples/s. For each phase it reports the live channel's payload per tab (the
+WebSocket messages' text as the page receives it, before any compression on the wire), the
+main thread's long tasks (``PerformanceObserver('longtask')``, over 50 ms) and the largest gap
+between animation frames. Each figure is the median of ``--runs`` runs.
 
-    uv run python benchmarks/dashboard.py [--rate 2000] [--seconds 10]
+    uv run python benchmarks/dashboard.py [--rate 2000] [--seconds 8] [--runs 3]
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from tests.api.dashboard_app import ADMIN_KEY, build_app  # noqa: E402
 from tests.browser.conftest import CHROMIUM, LAUNCH_ARGS, _free_port  # noqa: E402
 
 PLUGINS = 4
+DEMO_RATE = 16.0
+PAGES = {"overview": "/dashboard", "plugin page": "/dashboard/plugins/echo0?hook=post_plan"}
 MANIFEST = "".join(
     f"- name: echo{i}\n  module: tests.fixtures.plugins:Echo\n  enabled: true\n"
     for i in range(PLUGINS)
@@ -41,7 +46,6 @@ MANIFEST = "".join(
 OBSERVER = """
 window.__longtasks = [];
 window.__frameGaps = [];
-window.__messages = 0;
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) window.__longtasks.push(entry.duration);
 }).observe({type: 'longtask', buffered: true});
@@ -50,11 +54,10 @@ const frame = (now) => {
   window.__frameGaps.push(now - last); last = now; requestAnimationFrame(frame);
 };
 requestAnimationFrame(frame);
-document.addEventListener('htmx:ws:after:message:incoming', () => { window.__messages += 1; });
 """
 TAKE = """() => {
-  const result = {tasks: window.__longtasks, gaps: window.__frameGaps, messages: window.__messages};
-  window.__longtasks = []; window.__frameGaps = []; window.__messages = 0;
+  const result = {tasks: window.__longtasks, gaps: window.__frameGaps};
+  window.__longtasks = []; window.__frameGaps = [];
   return result;
 }"""
 
@@ -64,50 +67,90 @@ async def drive(request: Request) -> JSONResponse:
     registry = request.app.state.registry
     rate = float(request.query_params["rate"])
     seconds = float(request.query_params["seconds"])
-    fires_per_tick = max(1, round(rate / PLUGINS / 100))  # 100 ticks a second
+    ticks_per_s = min(100.0, rate / PLUGINS)
+    fires_per_tick = max(1, round(rate / PLUGINS / ticks_per_s))
     start_seq, start = registry.bus.seq, time.monotonic()
     tick = 0
     while time.monotonic() - start < seconds:
         for _ in range(fires_per_tick):
             await registry.fire("post_plan", plan={"n": tick})
         tick += 1
-        await anyio.sleep(max(0.0, start + tick / 100 - time.monotonic()))
+        await anyio.sleep(max(0.0, start + tick / ticks_per_s - time.monotonic()))
     elapsed = time.monotonic() - start
     return JSONResponse({"samples": registry.bus.seq - start_seq, "elapsed": elapsed})
 
 
-def summary(label: str, data: dict[str, Any], seconds: float) -> dict[str, float]:
-    tasks = sorted(data["tasks"])
-    gaps = sorted(data["gaps"][1:]) or [0.0]
-    result = {
-        "long_tasks": len(tasks),
-        "max_long_task_ms": max(tasks, default=0.0),
-        "p95_long_task_ms": statistics.quantiles(tasks, n=20)[-1]
-        if len(tasks) > 1
-        else max(tasks, default=0.0),
-        "max_frame_gap_ms": gaps[-1],
-        "p95_frame_gap_ms": gaps[int(len(gaps) * 0.95) - 1] if len(gaps) > 1 else gaps[0],
-        "updates_per_s": data["messages"] / seconds,
-    }
-    print(
-        f"{label:>8}: long tasks {result['long_tasks']:3d}"
-        f"  max {result['max_long_task_ms']:6.1f} ms  p95 {result['p95_long_task_ms']:6.1f} ms"
-        f"  | frame gap max {result['max_frame_gap_ms']:6.1f} ms"
-        f"  p95 {result['p95_frame_gap_ms']:5.1f} ms"
-        f"  | live updates {result['updates_per_s']:4.1f}/s"
-    )
+class Tab:
+    """One console tab and the bytes its live channel received."""
+
+    def __init__(self, browser: Any, url: str, path: str) -> None:
+        from playwright.sync_api import expect
+
+        self.bytes = 0
+        self.messages = 0
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.page.add_init_script(OBSERVER)
+        self.page.on("websocket", self._watch)
+        self.page.goto(f"{url}/login")
+        self.page.get_by_label("API key").fill(ADMIN_KEY)
+        self.page.get_by_role("button", name="Log in").click()
+        self.page.goto(f"{url}{path}")
+        expect(self.page.locator("#conn")).to_have_attribute("data-state", "live")
+        self.page.wait_for_timeout(2000)  # let the first render settle before the idle phase
+
+    def _watch(self, socket: Any) -> None:
+        socket.on("framereceived", self._count)
+
+    def _count(self, payload: str | bytes) -> None:
+        self.bytes += len(payload.encode() if isinstance(payload, str) else payload)
+        self.messages += 1
+
+    def take(self, seconds: float) -> dict[str, float]:
+        data = self.page.evaluate(TAKE)
+        gaps = sorted(data["gaps"][1:]) or [0.0]
+        result = {
+            "kb_per_s": self.bytes / 1024 / seconds,
+            "messages_per_s": self.messages / seconds,
+            "long_tasks": float(len(data["tasks"])),
+            "max_frame_gap_ms": gaps[-1],
+        }
+        self.bytes = self.messages = 0
+        return result
+
+
+def phase(tab: Tab, url: str, rate: float, seconds: float) -> dict[str, float]:
+    tab.take(1.0)  # start clean
+    if rate == 0:
+        tab.page.wait_for_timeout(seconds * 1000)
+        return tab.take(seconds)
+    done: dict[str, Any] = {}
+
+    def run() -> None:
+        params = {"rate": rate, "seconds": seconds}
+        with httpx.Client(headers={"X-API-Key": ADMIN_KEY}, timeout=None) as client:
+            done.update(client.post(f"{url}/bench/drive", params=params).json())
+
+    driver = threading.Thread(target=run)
+    driver.start()
+    tab.page.wait_for_timeout(seconds * 1000)
+    driver.join()
+    result = tab.take(done["elapsed"])
+    result["samples_per_s"] = done["samples"] / done["elapsed"]
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=2000.0, help="samples per second")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
+    parser.add_argument("--runs", type=int, default=3, help="runs whose median is reported")
     args = parser.parse_args()
     if not CHROMIUM.exists():
         sys.exit(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
+    rates = {"idle": 0.0, "demo": DEMO_RATE, f"{args.rate:,.0f}/s": args.rate}
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "plugins.yaml"
         manifest.write_text(MANIFEST)
@@ -125,39 +168,38 @@ def main() -> None:
                 browser = playwright.chromium.launch(
                     executable_path=str(CHROMIUM), args=LAUNCH_ARGS
                 )
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.add_init_script(OBSERVER)
-                page.goto(f"{url}/login")
-                page.get_by_label("API key").fill(ADMIN_KEY)
-                page.get_by_role("button", name="Log in").click()
-                expect(page.locator("#conn")).to_have_attribute("data-state", "live")
-                page.evaluate(TAKE)
-                page.wait_for_timeout(args.seconds * 1000)
-                idle = summary("idle", page.evaluate(TAKE), args.seconds)
-                result: dict[str, Any] = {}
-
-                def run_load() -> None:
-                    params = {"rate": args.rate, "seconds": args.seconds}
-                    with httpx.Client(headers={"X-API-Key": ADMIN_KEY}, timeout=None) as client:
-                        result.update(client.post(f"{url}/bench/drive", params=params).json())
-
-                driver = threading.Thread(target=run_load)
-                driver.start()
-                page.wait_for_timeout(args.seconds * 1000)
-                driver.join()
-                loaded = summary("loaded", page.evaluate(TAKE), args.seconds)
+                for _ in range(args.runs):
+                    for page_name, path in PAGES.items():
+                        tab = Tab(browser, url, path)
+                        for label, rate in rates.items():
+                            result = phase(tab, url, rate, args.seconds)
+                            runs.setdefault((page_name, label), []).append(result)
+                        tab.page.close()
                 browser.close()
         finally:
             server.should_exit = True
             thread.join(10)
-    rate = result["samples"] / result["elapsed"]
-    print(f"delivered {result['samples']} samples in {result['elapsed']:.1f} s = {rate:,.0f}/s")
-    base = max(idle["max_frame_gap_ms"], 1.0)
-    print(
-        f"loaded vs idle: max long task {loaded['max_long_task_ms']:.1f}"
-        f" vs {idle['max_long_task_ms']:.1f} ms,"
-        f" max frame gap ratio {loaded['max_frame_gap_ms'] / base:.2f}x"
-    )
+    report(runs, args.runs)
+
+
+def report(runs: dict[tuple[str, str], list[dict[str, float]]], count: int) -> None:
+    print(f"median of {count} runs; payload is the live channel's text per tab")
+    print(f"{'page':<12} {'phase':<9} {'samples/s':>9} {'KB/s':>6} {'msgs/s':>6}"
+          f" {'long tasks':>10} {'max frame gap':>14} {'vs idle':>7}")  # fmt: skip
+    for page_name in PAGES:
+        idle_gap = statistics.median(r["max_frame_gap_ms"] for r in runs[(page_name, "idle")])
+        for (name, label), results in runs.items():
+            if name != page_name:
+                continue
+            median = {
+                key: statistics.median(r.get(key, 0.0) for r in results) for key in results[0]
+            }
+            print(
+                f"{name:<12} {label:<9} {median.get('samples_per_s', 0.0):>9,.0f}"
+                f" {median['kb_per_s']:>6.2f} {median['messages_per_s']:>6.2f}"
+                f" {median['long_tasks']:>10.0f} {median['max_frame_gap_ms']:>11.1f} ms"
+                f" {median['max_frame_gap_ms'] / max(idle_gap, 1.0):>6.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ of the event-loop thread, so other work on the machine does not count. Prints th
 and the ratios; the targets are at
 most 1.0x ``asyncio.gather`` at N = 10 and N = 50.
 
+Both run with tracing off. A third scenario times ``fire`` at N = 10 with tracing off, with
+OpenTelemetry's API but no SDK (spans are no-ops), and with the SDK exporting every span to an
+in-memory exporter (what recording costs before any network export).
+
 A second scenario loads 100 plugins, 10 on the fired hook and 90 on another, serves the
 registry's telemetry stream with uvicorn on loopback and attaches WebSocket subscribers from a
 separate process that drains every frame; ``fire`` is timed before and while they are attached
@@ -124,10 +128,46 @@ async def timings(registry: PluginRegistry, count: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def settings(*, tracing: bool) -> Settings:
+    """The registries' settings, with spans off or on (through whatever provider is given)."""
+    return Settings.from_env({**ENVIRONMENT, "TRACING": "on" if tracing else "off"})
+
+
 async def measure(count: int, directory: Path) -> dict[str, float]:
-    settings = Settings.from_env(ENVIRONMENT)
-    async with PluginRegistry(manifest(directory, count), settings) as registry:
+    async with PluginRegistry(manifest(directory, count), settings(tracing=False)) as registry:
         return await timings(registry, count)
+
+
+def recording_provider() -> Any:
+    """An OpenTelemetry SDK provider exporting every span to memory (cleared as it fills)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    class Bounded(InMemorySpanExporter):
+        def export(self, spans: Any) -> Any:
+            if len(self.get_finished_spans()) > 10_000:
+                self.clear()
+            return super().export(spans)
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Bounded()))
+    return provider
+
+
+async def measure_tracing(directory: Path) -> dict[str, dict[str, float]]:
+    """``fire`` at N = 10 with tracing off, the API without an SDK, and the SDK recording."""
+    modes = {
+        "tracing off": (settings(tracing=False), None),
+        "OTel API, no SDK": (settings(tracing=True), None),
+        "SDK, in-memory": (settings(tracing=True), recording_provider()),
+    }
+    results = {}
+    for label, (chosen, provider) in modes.items():
+        path = manifest(directory, 10)
+        async with PluginRegistry(path, chosen, tracer_provider=provider) as registry:
+            results[label] = await timings(registry, 10)
+    return results
 
 
 # -- 100 plugins, WebSocket subscribers attached ------------------------------------------------
@@ -205,7 +245,7 @@ async def stream_server(registry: PluginRegistry) -> AsyncIterator[int]:
 
 async def measure_loaded(directory: Path, subscribers: int) -> dict[str, Any]:
     path = loaded_manifest(directory, 10, 90)
-    async with PluginRegistry(path, Settings.from_env(ENVIRONMENT)) as registry:
+    async with PluginRegistry(path, settings(tracing=False)) as registry:
         alone = await timings(registry, 10)
         async with stream_server(registry) as port:
             parent, child = multiprocessing.Pipe()
@@ -237,6 +277,7 @@ async def main(subscribers: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         results = {n: await measure(n, Path(tmp)) for n in (1, 10, 50)}
         loaded = await measure_loaded(Path(tmp), subscribers)
+        traced = await measure_tracing(Path(tmp))
     columns = ("fire us", "gather us", "pluggy us", "fire/gather", "fire/pluggy")
     print(f"{'N':>4} " + " ".join(f"{c:>12}" for c in columns))
     for n, r in results.items():
@@ -253,6 +294,15 @@ async def main(subscribers: int) -> int:
     )
     print(_row("no subscribers", loaded["alone"]))
     print(_row(f"{subscribers} subscribers", loaded["attached"]))
+    print("\nN = 10, tracing")
+    print(
+        f"{'':>14} "
+        + " ".join(f"{c:>10}" for c in columns)
+        + f" {'fire/gather':>12} {'fire/off':>12}"
+    )
+    off = traced["tracing off"]["fire"]
+    for label, r in traced.items():
+        print(_row(label[:14], r).rsplit(" ", 1)[0] + f" {r['fire'] / off:>12.2f}")
     ratio = results[10]["fire"] / results[10]["gather"]
     at_50 = results[50]["fire"] / results[50]["gather"]
     attached = loaded["attached"]
@@ -262,7 +312,9 @@ async def main(subscribers: int) -> int:
         f" ({_verdict(at_50)}); with 100 plugins and {subscribers} WebSocket subscribers"
         f" ({loaded['frames']} frames drained) = {with_subs:.2f}x"
         f" ({_verdict(with_subs, TARGET_WITH_SUBSCRIBERS)}),"
-        f" fire/pluggy {attached['fire'] / attached['pluggy']:.1f}x"
+        f" fire/pluggy {attached['fire'] / attached['pluggy']:.1f}x; tracing at N=10: API"
+        f" {traced['OTel API, no SDK']['fire'] / off:.2f}x, SDK in-memory"
+        f" {traced['SDK, in-memory']['fire'] / off:.2f}x of tracing off"
     )
     return 0
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["PUBLIC_PATHS", "create_app", "open_cluster"]
 
 PUBLIC_PATHS = frozenset({"/health"})
+# Answers of 1 KB or more (HTML pages, JSON listings) travel gzipped; WebSockets never are.
+GZIP_MIN_BYTES = 1024
 STREAM_CLOSE_SECONDS = 5.0
 
 
@@ -159,6 +162,7 @@ def create_app(
             *dashboard_routes,
         ],
         middleware=[
+            Middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES),
             Middleware(RequestIdMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(CatchAllMiddleware),

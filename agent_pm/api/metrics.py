@@ -1,9 +1,10 @@
 """``/metrics``: Prometheus text exposition of hook telemetry.
 
-Counters (invocations, failures, timeouts, skipped) come straight from the registry's per-hook
-stats, so they are exact. The duration histogram needs every sample, so :class:`HookHistograms`
-folds them in from its own bounded bus subscription (a task drains it continuously, and each
-scrape drains what is left); if it ever lags, the dropped samples are counted, never buffered.
+Counters (invocations, failures, timeouts, skipped, deadlines) come straight from the registry's
+per-hook stats, so they are exact. The duration histogram needs every sample, so
+:class:`HookHistograms` folds them in from its own bounded bus subscription (a task drains it
+continuously, and each scrape drains what is left); if it ever lags, the dropped samples are
+counted, never buffered.
 
 Written by hand rather than with ``prometheus-client``: the text format is a few lines, and the
 client's global registry and thread-locking collectors would fit poorly with a registry whose
@@ -36,6 +37,7 @@ _COUNTERS = (
     ("failures", "Hook invocations that raised"),
     ("timeouts", "Hook invocations cut at their timeout"),
     ("skipped", "Hook invocations skipped (missing secrets)"),
+    ("deadlines", "Hook invocations cut when their caller's time ran out"),
 )
 
 

@@ -8,6 +8,7 @@ malformed); admin endpoints pass the ``If-Match`` revision to the registry (412 
 
 from __future__ import annotations
 
+import math
 import reprlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -184,15 +185,32 @@ async def fire_hook(request: Request) -> Response:
         raise HTTPException(400, f"{hook!r} is not a valid hook name") from None
     body = await read_body(request)
     payload = _payload(body)
+    if "timeout" in payload:
+        raise HTTPException(400, "'timeout' is reserved: give the budget as ?timeout=SECONDS")
+    timeout = _timeout(request)
     registry = registry_of(request)
     revision = expected_revision(request)
     if revision is not None and revision != registry.revision:
         raise RevisionConflictError(revision, registry.revision)
-    results = await registry.fire(hook, **payload)
+    results = await registry.fire(hook, timeout=timeout, **payload)
     try:
         return reply(request, HookResults(results))
     except Exception:  # encode once; only a failure pays for finding the culprits
         return reply(request, HookResults([safe_result(r) for r in results]))
+
+
+def _timeout(request: Request) -> float | None:
+    """The caller's budget from ``?timeout=``: seconds, a positive number."""
+    raw = request.query_params.get("timeout")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise HTTPException(400, f"timeout must be a positive number of seconds, got {raw!r}")
+    return seconds
 
 
 def _payload(body: bytes) -> dict[str, Any]:

@@ -117,8 +117,15 @@ class PluginBase:
         """Names of the required secrets no source provided."""
         return list(self._missing)
 
+    def remaining(self) -> float | None:
+        """Seconds this hook call has left before it is cut (its own timeout, or less if its
+        caller has less time); ``None`` outside a hook call. Works in sync handlers too, so a
+        handler can do less rather than be cut."""
+        return context.remaining()
+
     async def emit(self, hook: str, **payload: Any) -> list[HookResult]:
-        """Fire ``hook`` on the other active plugins and return their results."""
+        """Fire ``hook`` on the other active plugins and return their results, within the time
+        this call has left."""
         if self._emitter is None:
             return []
         return await self._emitter.emit(self.plugin_name, hook, payload)

@@ -19,7 +19,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -31,9 +31,11 @@ import anyio.to_thread
 import msgspec
 
 from agent_pm.plugins import eager
+from agent_pm.plugins.context import deadline
 from agent_pm.plugins.loopcall import call_soon
 from agent_pm.plugins.redaction import NO_SECRETS, Redactor
 from agent_pm.plugins.telemetry import Status
+from agent_pm.plugins.tracing import Tracing
 
 __all__ = ["Dispatcher", "HookResult", "Target"]
 
@@ -80,6 +82,8 @@ class Running(NamedTuple):
     slot: int
     target: Target
     task: asyncio.Task[Any]
+    limit: float
+    span: Any
 
 
 async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter) -> Any:
@@ -132,10 +136,17 @@ def describe(exc: BaseException) -> str:
 
 
 class Dispatcher:
-    """Fans a hook out to targets and reports every outcome to ``record``."""
+    """Fans a hook out to targets and reports every outcome to ``record``.
 
-    def __init__(self, record: Recorder) -> None:
+    A call may come with a ``budget``, the seconds its caller has left: every handler's timeout
+    is capped at it, and a handler cut at that cap is recorded as ``deadline``, not as its own
+    ``timeout``. Each handler runs with :data:`~agent_pm.plugins.context.deadline` set to when
+    it must end, so it can read its remaining time and emit hooks within it.
+    """
+
+    def __init__(self, record: Recorder, tracing: Tracing | None = None) -> None:
         self._record = record
+        self._tracing = tracing
 
     def _result(
         self,
@@ -145,21 +156,35 @@ class Dispatcher:
         duration_ms: float,
         value: Any = None,
         error: str | None = None,
+        span: Any = None,
     ) -> HookResult:
         if status == "success" and duration_ms > target.timeout * 1000:
             # Only a handler that blocked the event loop can finish past its deadline unnoticed.
             status, value = "timeout", None
             error = f"handler ran {duration_ms:.0f} ms, past its {target.timeout:g} s timeout"
         error = self._record(target, hook, status, duration_ms, error)
+        if span is not None:
+            assert self._tracing is not None
+            self._tracing.end(span, status, duration_ms, error)
         return HookResult(target.plugin, hook, status, value, error, duration_ms)
 
-    def _timeout(self, target: Target, hook: str, duration_ms: float) -> HookResult:
-        return self._result(
-            target, hook, "timeout", duration_ms, error=f"timed out after {target.timeout:g} s"
-        )
+    def _timeout(
+        self, target: Target, hook: str, duration_ms: float, limit: float, span: Any = None
+    ) -> HookResult:
+        """The result of a handler cut at ``limit``: its own timeout, or the caller's budget."""
+        if limit < target.timeout:
+            error = f"cut at the caller's deadline after {limit:g} s"
+            error += f" (its own timeout is {target.timeout:g} s)"
+            return self._result(target, hook, "deadline", duration_ms, error=error, span=span)
+        error = f"timed out after {target.timeout:g} s"
+        return self._result(target, hook, "timeout", duration_ms, error=error, span=span)
 
     async def fire(
-        self, hook: str, payload: dict[str, Any], targets: Sequence[Target]
+        self,
+        hook: str,
+        payload: dict[str, Any],
+        targets: Sequence[Target],
+        budget: float | None = None,
     ) -> list[HookResult]:
         """Run ``hook`` on every target concurrently; one result per target, in target order."""
         if not targets:
@@ -167,15 +192,33 @@ class Dispatcher:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return await self._fire_anyio(hook, payload, targets)
-        return await self._fire_asyncio(loop, hook, payload, targets)
+            return await self._fire_anyio(hook, payload, targets, budget)
+        return await self._fire_asyncio(loop, hook, payload, targets, budget)
 
     def _refuse(self, target: Target, hook: str) -> HookResult | None:
         refusal = target.refusal()
         if refusal is None:
             return None
         status, reason = refusal
-        return self._result(target, hook, status, 0.0, error=reason)
+        span = (
+            None
+            if self._tracing is None
+            else self._tracing.start(target.plugin, hook, target.timeout)
+        )
+        return self._result(target, hook, status, 0.0, error=reason, span=span)
+
+    def _begin(self, target: Target, hook: str, end: float, context: Context | None) -> Any:
+        """Set up a handler's context: its deadline ``end`` (on ``time.monotonic()``'s clock)
+        and its span, which it returns (``None`` without tracing)."""
+        if context is None:
+            deadline.set(end)
+        else:
+            context.run(deadline.set, end)
+        if self._tracing is None:
+            return None
+        span = self._tracing.start(target.plugin, hook, target.timeout)
+        self._tracing.activate(span, context)
+        return span
 
     async def _fire_asyncio(
         self,
@@ -183,13 +226,14 @@ class Dispatcher:
         hook: str,
         payload: dict[str, Any],
         targets: Sequence[Target],
+        budget: float | None,
     ) -> list[HookResult]:
         """Start every handler eagerly; only those that suspend are waited for, under timers."""
         # A scheduling and cancellation point first, as every fire on the anyio path is: a
         # caller already cancelled runs no handler, and a loop of fires never starves the
         # loop even when every handler returns at once.
         await asyncio.sleep(0)
-        began, began_counter = loop.time(), time.perf_counter()
+        began, began_counter, began_clock = loop.time(), time.perf_counter(), time.monotonic()
         caller = asyncio.current_task(loop)
         results: list[HookResult | None] = [None] * len(targets)
         running: list[Running] = []
@@ -198,20 +242,24 @@ class Dispatcher:
             if refused is not None:
                 results[index] = refused
                 continue
+            limit = _limit(target, budget)
+            context = copy_context()
+            span = self._begin(target, hook, began_clock + limit, context)
             started = time.perf_counter()
             try:
                 coro = target.start(payload)
-                task = eager.start(loop, coro, copy_context(), target.plugin, caller)
+                task = eager.start(loop, coro, context, target.plugin, caller)
             except Exception as exc:
-                results[index] = self._result(target, hook, "error", 0.0, error=describe(exc))
+                error = describe(exc)
+                results[index] = self._result(target, hook, "error", 0.0, error=error, span=span)
                 continue
             if isinstance(task, eager.Finished):
                 elapsed = (time.perf_counter() - started) * 1000
-                results[index] = self._finished(target, hook, task, elapsed)
+                results[index] = self._finished(target, hook, task, elapsed, span)
             else:
-                running.append(Running(index, target, task))
+                running.append(Running(index, target, task, limit, span))
         if running:
-            await self._wait(loop, began, began_counter, hook, running, results)
+            await self._wait(loop, began, began_counter, hook, running, results, budget)
         return results  # type: ignore[return-value]
 
     async def _wait(
@@ -222,6 +270,7 @@ class Dispatcher:
         hook: str,
         running: list[Running],
         results: list[HookResult | None],
+        budget: float | None,
     ) -> None:
         """Wait for the suspended handlers, cancelling each group at its timeout.
 
@@ -236,8 +285,7 @@ class Dispatcher:
         def finish(call: Running, task: asyncio.Task[Any]) -> None:
             nonlocal pending
             elapsed = (time.perf_counter() - began_counter) * 1000
-            timed_out = task in expired
-            results[call.slot] = self._outcome(call.target, hook, task, timed_out, elapsed)
+            results[call.slot] = self._outcome(call, hook, task in expired, elapsed)
             pending -= 1
             if not pending and not all_done.done():
                 all_done.set_result(None)
@@ -250,13 +298,18 @@ class Dispatcher:
 
         for call in running:
             call.task.add_done_callback(partial(finish, call))
-            groups.setdefault(call.target.timeout, []).append(call.task)
+            groups.setdefault(call.limit, []).append(call.task)
         timers = [loop.call_at(began + t, expire, group) for t, group in groups.items()]
         tasks = [call.task for call in running]
         try:
             await all_done
         except asyncio.CancelledError:
+            # Past the caller's budget this is its deadline (the timer and the caller's cancel
+            # scope fire at the same moment); before it, the caller gave up.
+            at_deadline = budget is not None and loop.time() >= began + budget
             for task in tasks:
+                if at_deadline and not task.done():
+                    expired.add(task)
                 task.cancel()
             # Shielded: anyio re-delivers cancellation, but the handlers must be reaped first.
             with anyio.CancelScope(shield=True):
@@ -266,31 +319,30 @@ class Dispatcher:
             for timer in timers:
                 timer.cancel()
 
-    def _outcome(
-        self, target: Target, hook: str, task: asyncio.Task[Any], timed_out: bool, elapsed: float
-    ) -> HookResult:
+    def _outcome(self, call: Running, hook: str, timed_out: bool, elapsed: float) -> HookResult:
+        target, task, span = call.target, call.task, call.span
         if task.cancelled():
             if timed_out:
-                return self._timeout(target, hook, elapsed)
-            return self._result(target, hook, "error", elapsed, error="cancelled")
+                return self._timeout(target, hook, elapsed, call.limit, span)
+            return self._result(target, hook, "error", elapsed, error="cancelled", span=span)
         exc = task.exception()
         if isinstance(exc, TimeoutError):  # an isolated plugin's worker killed at a timeout
-            return self._result(target, hook, "timeout", elapsed, error=str(exc))
+            return self._result(target, hook, "timeout", elapsed, error=str(exc), span=span)
         if exc is not None:
-            return self._result(target, hook, "error", elapsed, error=describe(exc))
-        return self._result(target, hook, "success", elapsed, value=task.result())
+            return self._result(target, hook, "error", elapsed, error=describe(exc), span=span)
+        return self._result(target, hook, "success", elapsed, value=task.result(), span=span)
 
     def _finished(
-        self, target: Target, hook: str, finished: eager.Finished, elapsed: float
+        self, target: Target, hook: str, finished: eager.Finished, elapsed: float, span: Any
     ) -> HookResult:
         error = finished.error
         if error is None:
-            return self._result(target, hook, "success", elapsed, value=finished.value)
+            return self._result(target, hook, "success", elapsed, value=finished.value, span=span)
         text = "cancelled" if isinstance(error, asyncio.CancelledError) else describe(error)
-        return self._result(target, hook, "error", elapsed, error=text)
+        return self._result(target, hook, "error", elapsed, error=text, span=span)
 
     async def _fire_anyio(
-        self, hook: str, payload: dict[str, Any], targets: Sequence[Target]
+        self, hook: str, payload: dict[str, Any], targets: Sequence[Target], budget: float | None
     ) -> list[HookResult]:
         await anyio.lowlevel.checkpoint()
         results: list[HookResult | None] = [None] * len(targets)
@@ -300,7 +352,8 @@ class Dispatcher:
                 if refused is not None:
                     results[index] = refused
                 else:
-                    group.start_soon(self._run_one, hook, payload, target, results, index)
+                    start = partial(self._run_one, hook, payload, target, results, index, budget)
+                    group.start_soon(start)
         return results  # type: ignore[return-value]
 
     async def _run_one(
@@ -310,24 +363,37 @@ class Dispatcher:
         target: Target,
         results: list[HookResult | None],
         index: int,
+        budget: float | None,
     ) -> None:
+        limit = _limit(target, budget)
+        span = self._begin(target, hook, time.monotonic() + limit, None)
         started = time.perf_counter()
         status: Status = "success"
         value = error = None
-        with anyio.move_on_after(target.timeout) as scope:
-            try:
-                value = await target.start(payload)
-            except anyio.get_cancelled_exc_class():
-                if not scope.cancel_called:
-                    elapsed = (time.perf_counter() - started) * 1000
-                    self._result(target, hook, "error", elapsed, error="cancelled")
-                raise
-            except TimeoutError as exc:  # an isolated plugin's worker killed at a timeout
-                status, error = "timeout", str(exc)
-            except Exception as exc:
-                status, error = "error", describe(exc)
+        try:
+            with anyio.move_on_after(limit) as scope:
+                try:
+                    value = await target.start(payload)
+                except TimeoutError as exc:  # an isolated plugin's worker killed at a timeout
+                    status, error = "timeout", str(exc)
+                except Exception as exc:
+                    status, error = "error", describe(exc)
+        except anyio.get_cancelled_exc_class():
+            # The caller's cancellation, or its deadline (trio lets the outermost of several
+            # cancelled scopes catch, so the handler's own scope does not at that moment).
+            elapsed = (time.perf_counter() - started) * 1000
+            if budget is not None and elapsed >= budget * 1000:
+                self._timeout(target, hook, elapsed, limit, span)
+            else:
+                self._result(target, hook, "error", elapsed, error="cancelled", span=span)
+            raise
         elapsed = (time.perf_counter() - started) * 1000
         if scope.cancelled_caught:
-            results[index] = self._timeout(target, hook, elapsed)
+            results[index] = self._timeout(target, hook, elapsed, limit, span)
         else:
-            results[index] = self._result(target, hook, status, elapsed, value, error)
+            results[index] = self._result(target, hook, status, elapsed, value, error, span)
+
+
+def _limit(target: Target, budget: float | None) -> float:
+    """The target's timeout, capped at the caller's budget."""
+    return target.timeout if budget is None or budget >= target.timeout else budget

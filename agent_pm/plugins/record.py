@@ -70,7 +70,12 @@ class PluginRecord:
             },
             "hook_stats": {hook: s.as_dict() for hook, s in self.telemetry.stats.items()},
             "errors": [
-                {"timestamp": e.timestamp.isoformat(), "stage": e.stage, "message": e.message}
+                {
+                    "timestamp": e.timestamp.isoformat(),
+                    "stage": e.stage,
+                    "message": e.message,
+                    "request_id": e.request_id,
+                }
                 for e in self.telemetry.errors
             ],
             "timeout_seconds": self.timeout,

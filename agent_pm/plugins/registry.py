@@ -30,6 +30,7 @@ from agent_pm.errors import (
     ReplayError,
     ShuttingDownError,
 )
+from agent_pm.plugins import context
 from agent_pm.plugins.admin import AdminOperations
 from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import Emitter, PluginBase
@@ -43,6 +44,7 @@ from agent_pm.plugins.replay import Replays
 from agent_pm.plugins.store import FileStore, ManifestStore
 from agent_pm.plugins.table import DispatchTable
 from agent_pm.plugins.telemetry import HookSample, Status, now
+from agent_pm.plugins.tracing import tracing_for
 from agent_pm.settings import Settings
 
 __all__ = ["PluginRegistry"]
@@ -87,6 +89,7 @@ class PluginRegistry(AdminOperations, Emitter):
         max_emit_depth: int = 8,
         max_emit_calls: int = 1_000,
         max_background: int = 1_000,
+        tracer_provider: Any = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.manifest_path = Path(manifest_path or self.settings.plugin_config_path)
@@ -102,7 +105,8 @@ class PluginRegistry(AdminOperations, Emitter):
         self._manifest: Manifest | None = None
         self._background = Background(max_background)
         self._life = Lifecycle(self.settings, self, self._background)
-        self._dispatcher = Dispatcher(self._record_sample)
+        self._tracing = tracing_for(self.settings.tracing, tracer_provider)
+        self._dispatcher = Dispatcher(self._record_sample, self._tracing)
         self._lock = anyio.Lock()
         self._task_group: anyio.abc.TaskGroup | None = None
         self.failures = FailureRecorder(self.settings)
@@ -202,32 +206,48 @@ class PluginRegistry(AdminOperations, Emitter):
 
     # -- hook dispatch -------------------------------------------------------------------
 
-    async def fire(self, hook: str, /, **payload: Any) -> list[HookResult]:
-        """Run ``hook`` on every active subscribed plugin concurrently; one result each."""
+    async def fire(
+        self,
+        hook: str,
+        /,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a budget results report on, not a scope
+        **payload: Any,
+    ) -> list[HookResult]:
+        """Run ``hook`` on every active subscribed plugin concurrently; one result each.
+
+        ``timeout`` (a reserved keyword: no payload key can be named so) is the caller's budget
+        in seconds: with it, or inside an anyio cancel scope with a deadline, or inside a hook
+        call, each handler's timeout is capped at the time the caller has left.
+        """
+        budget = context.budget(_seconds(timeout))
         chain = _chain.get() or self._root()
         token = _chain.set(chain)
         try:
-            return await self._dispatch(hook, payload, None, chain)
+            return await self._dispatch(hook, payload, None, chain, budget)
         finally:
             _chain.reset(token)
 
-    def fire_nowait(self, hook: str, /, **payload: Any) -> bool:
+    def fire_nowait(self, hook: str, /, *, timeout: float | None = None, **payload: Any) -> bool:
         """Fire ``hook`` in the registry's task group; callable from the loop or worker threads.
 
-        Returns ``False`` (and drops the call) when ``max_background`` calls are in flight.
+        The call keeps the request id but not the caller's deadline (it outlives the caller);
+        ``timeout`` gives it a budget of its own. Returns ``False`` (and drops the call) when
+        ``max_background`` calls are in flight.
         """
-        return self._spawn(hook, payload, None, _chain.get() or self._root())
+        chain = _chain.get() or self._root()
+        return self._spawn(hook, payload, None, chain, _seconds(timeout))
 
     async def emit(self, source: str, hook: str, payload: dict[str, Any]) -> list[HookResult]:
         chain = self._deeper(source, hook)
         token = _chain.set(chain)
         try:
-            return await self._dispatch(hook, payload, source, chain)
+            return await self._dispatch(hook, payload, source, chain, context.budget(None))
         finally:
             _chain.reset(token)
 
     def emit_nowait(self, source: str, hook: str, payload: dict[str, Any]) -> bool:
-        return self._spawn(hook, payload, source, self._deeper(source, hook))
+        return self._spawn(hook, payload, source, self._deeper(source, hook), None)
 
     def _root(self) -> _Chain:
         return _Chain(0, _Budget(self.max_emit_calls))
@@ -250,7 +270,12 @@ class PluginRegistry(AdminOperations, Emitter):
         raise error
 
     async def _dispatch(
-        self, hook: str, payload: dict[str, Any], source: str | None, chain: _Chain
+        self,
+        hook: str,
+        payload: dict[str, Any],
+        source: str | None,
+        chain: _Chain,
+        budget: float | None,
     ) -> list[HookResult]:
         table = self._table
         targets = table.get(hook, source)
@@ -269,7 +294,11 @@ class PluginRegistry(AdminOperations, Emitter):
         if task is not None:
             self._calls[task] = hook
         try:
-            results = await self._dispatcher.fire(hook, payload, targets)
+            if self._tracing is None:
+                results = await self._dispatcher.fire(hook, payload, targets, budget)
+            else:
+                with self._tracing.call(hook, source, budget):
+                    results = await self._dispatcher.fire(hook, payload, targets, budget)
         except asyncio.CancelledError:
             if task is None or task not in self._cancelled:
                 raise
@@ -313,21 +342,39 @@ class PluginRegistry(AdminOperations, Emitter):
             raise ReplayError(f"plugin {name!r} {reason}")
         table.enter()
         try:
-            (result,) = await self._dispatcher.fire(hook, payload, (target,))
+            (result,) = await self._dispatcher.fire(hook, payload, (target,), context.budget(None))
         finally:
             table.leave()
         return _redacted(result, target)
 
-    def _spawn(self, hook: str, payload: dict[str, Any], source: str | None, chain: _Chain) -> bool:
-        return self._background.start(self._run_background, hook, payload, source, chain)
+    def _spawn(
+        self,
+        hook: str,
+        payload: dict[str, Any],
+        source: str | None,
+        chain: _Chain,
+        seconds: float | None,
+    ) -> bool:
+        rid = context.request_id.get()
+        return self._background.start(
+            self._run_background, hook, payload, source, chain, seconds, rid
+        )
 
     async def _run_background(
-        self, hook: str, payload: dict[str, Any], source: str | None, chain: _Chain
+        self,
+        hook: str,
+        payload: dict[str, Any],
+        source: str | None,
+        chain: _Chain,
+        seconds: float | None,
+        rid: str | None,
     ) -> None:
         _chain.set(chain)
+        context.request_id.set(rid)
+        context.deadline.set(None)
         # Cancelled by cancel_calls, the error has no caller: its handlers' samples say so.
         with contextlib.suppress(ShuttingDownError):
-            await self._dispatch(hook, payload, source, chain)
+            await self._dispatch(hook, payload, source, chain, context.budget(seconds))
 
     def _record_sample(
         self, target: Target, hook: str, status: Status, duration_ms: float, error: str | None
@@ -338,7 +385,14 @@ class PluginRegistry(AdminOperations, Emitter):
             error = target.redactor.text(error)
         record = self._records.get(target.plugin)
         sample = HookSample(
-            self.bus.next_seq(), target.plugin, hook, now(), status, duration_ms, error
+            self.bus.next_seq(),
+            target.plugin,
+            hook,
+            now(),
+            status,
+            duration_ms,
+            error,
+            request_id=context.request_id.get(),
         )
         if record is not None:
             record.telemetry.add(sample)
@@ -404,3 +458,12 @@ def _redacted(result: HookResult, target: Target) -> HookResult:
     if not target.redactor or result.value is None:
         return result
     return msgspec.structs.replace(result, value=target.redactor.value(result.value))
+
+
+def _seconds(timeout: object) -> float | None:
+    """``fire``'s ``timeout``: ``None`` or a number of seconds, at least zero."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise ValueError(f"timeout must be a number of seconds, at least 0; got {timeout!r}")
+    return float(timeout)

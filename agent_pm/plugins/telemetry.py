@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from agent_pm.plugins.context import request_id
+
 __all__ = [
     "ERROR_LIMIT",
     "HISTORY_LIMIT",
@@ -20,8 +22,9 @@ __all__ = [
 
 HISTORY_LIMIT = 100
 ERROR_LIMIT = 10
-# ``skipped``: not called (missing secrets); ``quarantined``: not called (circuit breaker open).
-Status = Literal["success", "error", "timeout", "skipped", "quarantined"]
+# ``skipped``: not called (missing secrets); ``quarantined``: not called (circuit breaker open);
+# ``deadline``: cut when the caller's time ran out, before the handler's own timeout.
+Status = Literal["success", "error", "timeout", "skipped", "quarantined", "deadline"]
 
 
 class HookSample(msgspec.Struct, frozen=True, gc=False, tag="sample", tag_field="type"):
@@ -35,6 +38,7 @@ class HookSample(msgspec.Struct, frozen=True, gc=False, tag="sample", tag_field=
     duration_ms: float
     error: str | None = None
     node: str | None = None
+    request_id: str | None = None
 
     @property
     def topic(self) -> tuple[str, str | None]:
@@ -47,18 +51,28 @@ class ErrorRecord(msgspec.Struct, frozen=True):
     timestamp: datetime
     stage: str
     message: str
+    request_id: str | None = None
 
 
 class HookStats:
     """Running counters of one plugin's hook."""
 
-    __slots__ = ("failures", "invocations", "last_duration_ms", "skipped", "timeouts", "total_ms")
+    __slots__ = (
+        "deadlines",
+        "failures",
+        "invocations",
+        "last_duration_ms",
+        "skipped",
+        "timeouts",
+        "total_ms",
+    )
 
     def __init__(self) -> None:
         self.invocations = 0
         self.failures = 0
         self.timeouts = 0
         self.skipped = 0
+        self.deadlines = 0
         self.total_ms = 0.0
         self.last_duration_ms = 0.0
 
@@ -72,6 +86,8 @@ class HookStats:
             self.timeouts += 1
         elif sample.status == "skipped":
             self.skipped += 1
+        elif sample.status == "deadline":
+            self.deadlines += 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +95,7 @@ class HookStats:
             "failures": self.failures,
             "timeouts": self.timeouts,
             "skipped": self.skipped,
+            "deadlines": self.deadlines,
             "total_duration_ms": round(self.total_ms, 3),
             "last_duration_ms": round(self.last_duration_ms, 3),
             "avg_duration_ms": round(self.total_ms / self.invocations, 3)
@@ -113,10 +130,12 @@ class PluginTelemetry:
         self.history[hook].append(sample)
         self._unrendered[hook] += 1
         if sample.status in ("error", "timeout"):
-            self.errors.append(ErrorRecord(sample.timestamp, f"hook:{hook}", sample.error or ""))
+            stage = f"hook:{hook}"
+            record = ErrorRecord(sample.timestamp, stage, sample.error or "", sample.request_id)
+            self.errors.append(record)
 
     def add_error(self, stage: str, message: str) -> None:
-        self.errors.append(ErrorRecord(now(), stage, message))
+        self.errors.append(ErrorRecord(now(), stage, message, request_id.get()))
 
     def samples(self, hook: str | None = None, limit: int | None = None) -> dict[str, list[Any]]:
         """History per hook, oldest first, as JSON-ready dicts; ``limit`` keeps the newest."""
@@ -152,6 +171,7 @@ def _history_entry(sample: HookSample) -> dict[str, Any]:
         "status": sample.status,
         "duration_ms": round(sample.duration_ms, 3),
         "error": sample.error,
+        "request_id": sample.request_id,
     }
 
 

@@ -117,6 +117,7 @@ class StatusCounts(msgspec.Struct, frozen=True):
     timeout: int = 0
     skipped: int = 0
     quarantined: int = 0
+    deadline: int = 0
 
 
 class WindowStats(msgspec.Struct, frozen=True):

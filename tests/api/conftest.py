@@ -90,7 +90,7 @@ async def live_url(app: Starlette) -> AsyncIterator[str]:
         yield url
 
 
-PARAMS = {"name": "echo", "hook": "post_plan", "id": "1"}
+PARAMS = {"name": "echo", "hook": "post_plan", "id": "1", "digest": "0", "path": "dashboard.css"}
 DASHBOARD_PATHS = frozenset(getattr(route, "path", "") for route in dashboard_routes.routes())
 
 
@@ -109,7 +109,7 @@ def every_endpoint(app: Starlette, *, dashboard: bool = False) -> list[tuple[str
             continue
         assert isinstance(route, Route | WebSocketRoute)
         if isinstance(route, Route) and is_dashboard(route.path) == dashboard:
-            path = re.sub(r"{(\w+)}", lambda m: PARAMS[m.group(1)], route.path)
+            path = re.sub(r"{(\w+)(?::\w+)?}", lambda m: PARAMS[m.group(1)], route.path)
             endpoints.extend(
                 (method, path) for method in sorted(route.methods or ()) if method != "HEAD"
             )

@@ -101,10 +101,13 @@ async def test_dashboard_actions_are_recorded_as_the_session(client: httpx.Async
     page = (await client.get("/dashboard")).text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert csrf is not None
-    form = {"enabled": "true", "csrf_token": csrf[1]}
+    card = (await client.get("/dashboard/admin/cards/strict")).text
+    revision = re.search(r'name="revision" value="(\d+)"', card)
+    assert revision is not None
+    form = {"enabled": "true", "csrf_token": csrf[1], "revision": revision[1]}
     response = await client.post("/dashboard/plugins/strict/enabled", data=form)
     assert response.status_code == 200
-    form = {"config": "{not json", "csrf_token": csrf[1]}
+    form = {"config": "{not json", "csrf_token": csrf[1], "revision": str(int(revision[1]) + 1)}
     await client.post("/dashboard/plugins/strict/config", data=form)  # refused before the registry
     [record] = await records(client)
     assert (record["actor"], record["source"], record["action"]) == (

@@ -1,4 +1,4 @@
-"""The dashboard's recorded-failures section: listing, replay one, replay all since."""
+"""A plugin page's recorded failures: listing, replay one, replay all since."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from tests.fixtures.recording import (  # noqa: F401 (a fixture)
 )
 
 HX = {"HX-Request": "true"}
+PAGE = "/dashboard/plugins/exporter"
 pytestmark = pytest.mark.usefixtures("fresh_deliveries")
 
 
@@ -57,18 +58,19 @@ def section(html: str) -> str:
 def test_read_sessions_see_failures_without_controls_or_payloads(client: TestClient) -> None:
     fail_and_fix(client, 2)
     login(client, READ_KEY)
-    html = section(client.get("/dashboard").text)
+    html = section(client.get(PAGE).text)
     assert 'id="failures-exporter"' in html
     assert "2 recorded failures, 2 pending replay" in html
     assert "PermissionError: export rejected token ***" in html
     assert "<form" not in html and "OPS-" not in html and BAD_TOKEN not in html
-    assert 'id="failures-echo"' not in html  # echo does not record
+    echo = section(client.get("/dashboard/plugins/echo").text)
+    assert "echo does not record its failures" in echo  # echo does not record
 
 
 def test_admin_replays_one_then_all_since(client: TestClient) -> None:
     fail_and_fix(client, 3)
     csrf = login(client, ADMIN_KEY)
-    html = section(client.get("/dashboard").text)
+    html = section(client.get(PAGE).text)
     ids = sorted({int(i) for i in re.findall(r"/failures/(\d+)/replay", html)})
     assert len(ids) == 3 and "Replay all since" in html
 
@@ -79,6 +81,9 @@ def test_admin_replays_one_then_all_since(client: TestClient) -> None:
     )
     assert one.status_code == 200
     assert f"Replayed failure {ids[-1]}: success." in one.text
+    assert re.search(
+        r"data-notice .*?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</time> · Replayed", one.text
+    )
     assert one.text.startswith('<article class="card" id="failures-exporter"')
     assert "1 recorded failure" not in one.text and "3 recorded failures, 2 pending" in one.text
 
@@ -122,5 +127,5 @@ def test_without_recording_plugins_the_section_says_how_to_start(
     path.write_text("- {name: echo, module: 'tests.fixtures.plugins:Echo', enabled: true}\n")
     with TestClient(create_app(api_settings, manifest_path=path, watch=False)) as client:
         login(client, READ_KEY)
-        html = section(client.get("/dashboard").text)
-    assert "No plugin records its failures" in html
+        html = section(client.get("/dashboard/plugins/echo").text)
+    assert "echo does not record its failures: set <code>record_failures: true</code>" in html

@@ -41,6 +41,8 @@ class LiveServer:
     url: str
     manifest: Path
     app: Any
+    server: Any = None
+    thread: Any = None
 
     def fire(self, hook: str = "post_plan", times: int = 1) -> None:
         with httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}) as client:
@@ -55,6 +57,15 @@ class LiveServer:
         action = "enable" if enabled else "disable"
         with httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}) as client:
             client.post(f"/plugins/{name}/{action}").raise_for_status()
+
+    def set_config(self, name: str, config: dict[str, Any]) -> None:
+        with httpx.Client(base_url=self.url, headers={"X-API-Key": ADMIN_KEY}) as client:
+            client.post(f"/plugins/{name}/config", json={"config": config}).raise_for_status()
+
+    def stop(self) -> None:
+        """Stop the server now (the fixture's teardown then has nothing left to do)."""
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
 def _free_port() -> int:
@@ -79,17 +90,27 @@ def serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+def _live_server(tmp_path: Path, *, watch: bool) -> Iterator[LiveServer]:
     manifest = tmp_path / "plugins.yaml"
     manifest.write_text(MANIFEST)
     # The real application, plus one test-only route that drops every live subscription.
-    app = create_app(dashboard_settings(manifest), manifest_path=manifest, watch=False)
+    app = create_app(dashboard_settings(manifest), manifest_path=manifest, watch=watch)
     app.router.routes.append(Route("/test/drop-live", drop_live, methods=["POST"]))
     server, thread, url = serve(app)
-    yield LiveServer(url, manifest, app)
+    yield LiveServer(url, manifest, app, server, thread)
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    yield from _live_server(tmp_path, watch=False)
+
+
+@pytest.fixture
+def watched_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The app watching its manifest file, as ``agent-pm serve`` does by default."""
+    yield from _live_server(tmp_path, watch=True)
 
 
 @pytest.fixture(scope="module")

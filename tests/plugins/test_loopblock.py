@@ -74,16 +74,3 @@ def test_loopblock_keeps_only_the_worst_steps() -> None:
     assert [step.ms for step in blocks.worst()] == [19.0, 18.0, 17.0, 16.0, 15.0]
     assert blocks.hooks["h"].steps == 20 and blocks.hooks["h"].max_ms == 19.0
 
-
-async def test_loopblock_and_isolation_show_in_the_dashboard_row(registry_factory: Any) -> None:
-    from agent_pm.api.dashboard_render import summary_rows
-
-    isolated = (
-        BLOCKER.replace("loop_blocker\n", "isolated_where\n", 1).replace("LoopBlocker", "Where")
-        + "  isolation: process\n"
-    )
-    async with registry_factory(BLOCKER, isolated) as registry:
-        await registry.fire("post_plan", seconds=0.15)
-        html = summary_rows(registry.list_metadata(history=False), oob=False)
-        assert "held the event loop" in html and "in post_plan" in html
-        assert 'data-isolation="process"' in html and "isolated process (pid " in html

@@ -43,17 +43,19 @@ def test_telemetry_history_read_between_adds_stays_in_order_and_is_the_callers()
 
 def test_telemetry_stats_count_each_status() -> None:
     telemetry = PluginTelemetry()
-    for seq, status in enumerate(["success", "error", "timeout", "skipped", "success"], 1):
+    statuses = ["success", "error", "timeout", "skipped", "deadline", "success"]
+    for seq, status in enumerate(statuses, 1):
         telemetry.add(sample(seq, status, ms=2.0 * seq))
     stats = telemetry.stats["h"].as_dict()
     assert stats == {
-        "invocations": 5,
+        "invocations": 6,
         "failures": 1,
         "timeouts": 1,
         "skipped": 1,
-        "total_duration_ms": 30.0,
-        "last_duration_ms": 10.0,
-        "avg_duration_ms": 6.0,
+        "deadlines": 1,
+        "total_duration_ms": 42.0,
+        "last_duration_ms": 12.0,
+        "avg_duration_ms": 7.0,
     }
 
 

@@ -60,7 +60,7 @@ async def test_dashboard_install_outside_the_allowlist_is_refused_unimported(
     page = (await client.get("/dashboard")).text
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert csrf is not None
-    form = {"module": f"{MODULE}:Marker", "csrf_token": csrf.group(1)}
+    form = {"module": f"{MODULE}:Marker", "csrf_token": csrf.group(1), "revision": "0"}
     response = await client.post("/dashboard/install", data=form)
     assert response.status_code == 409
     assert "not allowed" in response.text

@@ -1,0 +1,302 @@
+"""The console's live channel: only what changed, as HTML regions, over a WebSocket.
+
+The channel subscribes to the telemetry bus and marks that something changed. At most once per
+``TICK`` (at once for a state change) it renders the regions of the page it serves, compares
+each region's key with the key it last sent, and sends one JSON message::
+
+    {"patch": {id: html}, "prepend": {id: html}, "append": {id: html}, "seq": N, "epoch": E}
+
+``patch`` replaces an element by id, ``prepend``/``append`` insert rows or cards into one. A
+burst of thousands of samples per second therefore costs a page one small message per tick:
+counters are patched, new history rows are prepended (at most ``ROWS_PER_TICK``, with a marker
+naming the calls left out), and the latency chart is re-drawn at most every ``CHART_EVERY``.
+
+Client messages: ``{"type": "hello", "since", "epoch", "view"}`` first, then
+``{"type": "pause"}`` and ``{"type": "resume"}``. Resuming at the page's ``since`` sends nothing
+unless something changed after it; another epoch, or a gap the bus cannot replay, re-sends every
+region.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+from markupsafe import Markup
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agent_pm.api.dashboard import _regions as regions
+from agent_pm.api.dashboard._render import render
+from agent_pm.api.dashboard._view import Filters
+from agent_pm.api.security import same_origin
+from agent_pm.api.session import Session, session_from_scope
+from agent_pm.plugins.bus import Lagged
+from agent_pm.plugins.telemetry import HookSample
+
+__all__ = ["TICK", "LiveChannel", "live"]
+
+TICK = 1.0
+URGENT = 0.05
+KEEPALIVE = 5.0
+CHART_EVERY = 10.0
+ROWS_PER_TICK = 10
+HELLO_WAIT = 2.0
+BUFFER = 8_192
+CLOSE_UNAUTHORIZED = 4401
+
+
+class LiveChannel:
+    """One connected page: what it shows, what it was last sent, what changed since."""
+
+    def __init__(self, registry: Any, session: Session, view: dict[str, Any]) -> None:
+        self.registry = registry
+        self.session = session
+        self.view = view
+        self.sent: dict[str, str] = {}
+        self.history_seq = 0
+        self.chart_at = 0.0
+        self.changed = False
+        self.urgent = False
+        self.paused = False
+
+    @property
+    def page(self) -> str:
+        return str(self.view.get("page", ""))
+
+    def absorb(self, batch: list[Any]) -> None:
+        """Note what ``batch`` changed: samples wait for the tick, anything else is urgent."""
+        for message in batch:
+            self.changed = True
+            if not isinstance(message, HookSample):
+                self.urgent = True
+            if isinstance(message, Lagged):
+                self.sent.clear()
+
+    def start(self, since: int | None) -> None:
+        """Assume the page shows every region as of now, unless it missed something."""
+        self.history_seq = since or 0
+        if since is None or since != self.registry.bus.seq:
+            self.changed = self.urgent = True
+            self.sent.clear()
+            return
+        for region, cell in self._cells().items():
+            self.sent[region] = cell.key
+        self.chart_at = time.monotonic()
+
+    def _cells(self) -> dict[str, regions.Cell]:
+        registry = self.registry
+        cells = {
+            "manifest-errors": regions.Cell.of(
+                render("partials/manifest_errors.html", errors=registry.config_errors)
+            )
+        }
+        if self.page == "overview":
+            filters = Filters.from_query(_query(str(self.view.get("query", ""))))
+            cells.update(regions.overview_cells(regions.metas_of(registry), filters))
+        elif self.page == "admin" and self.session.is_admin:
+            metas = regions.metas_of(registry)
+            cells.update(regions.admin_cells(metas, self.session, registry.revision))
+        elif self.page == "plugin":
+            meta = regions.meta_of(registry, str(self.view.get("plugin", "")))
+            if meta is not None:
+                view = self._plugin_view(meta)
+                cells.update(regions.plugin_cells(meta, view, admin=self.session.is_admin))
+                cells["latency-chart"] = regions.chart_cell(meta, view)
+        return cells
+
+    def _plugin_view(self, meta: dict[str, Any]) -> regions.PluginView:
+        return regions.plugin_view(
+            meta, str(self.view.get("hook", "")), str(self.view.get("status", ""))
+        )
+
+    def message(self) -> str | None:
+        """The next message for the page, or ``None`` if nothing it shows changed."""
+        self.changed = self.urgent = False
+        patch: dict[str, str] = {}
+        insert: dict[str, dict[str, str]] = {"prepend": {}, "append": {}}
+        now = time.monotonic()
+        cells = self._cells()
+        for region, cell in cells.items():
+            if (
+                region == "latency-chart"
+                and region in self.sent
+                and now < self.chart_at + CHART_EVERY
+            ):
+                self.changed = True  # drawn at the next chance
+                continue
+            if self.sent.get(region) == cell.key:
+                continue
+            if region == "latency-chart":
+                self.chart_at = now
+            if (
+                self.page == "admin"
+                and region.startswith("admin-")
+                and self.sent
+                and region not in self.sent
+            ):
+                insert["append"]["admin-cards"] = (
+                    insert["append"].get("admin-cards", "") + cell.html()
+                )
+            else:
+                patch[region] = cell.html()
+            self.sent[region] = cell.key
+        if self.page == "admin":
+            self._removed_cards(cells, patch)
+        if self.page == "plugin":
+            self._history(insert)
+        content = {k: v for k, v in {"patch": patch, **insert}.items() if v}
+        if not content:
+            return None
+        return self._encode(content)
+
+    def _encode(self, content: dict[str, Any]) -> str:
+        bus = self.registry.bus
+        return json.dumps({**content, "seq": bus.seq, "epoch": bus.epoch})
+
+    def keepalive(self) -> str:
+        return self._encode({})
+
+    def _removed_cards(self, cells: dict[str, regions.Cell], patch: dict[str, str]) -> None:
+        for region in [r for r in self.sent if r.startswith("admin-") and r not in cells]:
+            del self.sent[region]
+            name = region.removeprefix("admin-")
+            patch[region] = render(
+                "partials/removed_card.html", name=name, card=regions.AdminCard()
+            )
+
+    def _history(self, insert: dict[str, dict[str, str]]) -> None:
+        meta = regions.meta_of(self.registry, str(self.view.get("plugin", "")))
+        if meta is None:
+            return
+        view = self._plugin_view(meta)
+        samples = [
+            s
+            for s in meta.get("hook_history", {}).get(view.hook, [])
+            if s["seq"] > self.history_seq
+        ]
+        if not samples:
+            return
+        self.history_seq = samples[-1]["seq"]
+        chosen = [s for s in reversed(samples) if not view.status or s["status"] == view.status]
+        if not chosen:
+            return
+        shown, left = chosen[:ROWS_PER_TICK], chosen[ROWS_PER_TICK:]
+        rows = Markup("").join(render("partials/history_row.html", s=s) for s in shown)
+        if left:
+            rows += render("partials/history_gap.html", left=left)
+        insert["prepend"]["history-body"] = rows
+
+
+def _query(text: str) -> dict[str, str]:
+    return dict(parse_qsl(text))
+
+
+async def live(websocket: WebSocket) -> None:
+    """``/dashboard/live``: session cookie and same-origin required."""
+    if not same_origin(websocket):
+        await websocket.close(code=1008)
+        return
+    session = session_from_scope(websocket.scope)
+    await websocket.accept()
+    if session is None:
+        await websocket.close(code=CLOSE_UNAUTHORIZED, reason="log in again")
+        return
+    registry = websocket.app.state.registry
+    try:
+        hello = await _hello(websocket)
+    except WebSocketDisconnect:
+        return  # gone before saying hello (or closed by the server: message too big)
+    view = hello.get("view")
+    view = view if isinstance(view, dict) else {}
+    channel = LiveChannel(registry, session, view)
+    since = hello.get("since")
+    resumable = hello.get("epoch") == registry.bus.epoch and isinstance(since, int)
+    resumable = resumable and since <= registry.bus.seq
+    lock = anyio.Lock()
+    try:
+        with registry.bus.subscribe(
+            since=since if resumable else None, capacity=BUFFER
+        ) as subscription:
+            channel.start(since if resumable else None)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_listen, websocket, channel, lock, tg.cancel_scope)
+                await _pump(websocket, channel, subscription, lock)
+                tg.cancel_scope.cancel()
+    except* (WebSocketDisconnect, OSError, anyio.ClosedResourceError):
+        # The page went away mid-send: nothing left to tell it.
+        pass
+
+
+async def _hello(websocket: WebSocket) -> dict[str, Any]:
+    with anyio.move_on_after(HELLO_WAIT):
+        return _parse(await websocket.receive_text())
+    return {}
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+async def _listen(
+    websocket: WebSocket, channel: LiveChannel, lock: anyio.Lock, scope: anyio.CancelScope
+) -> None:
+    """Pause and resume from the page; resuming sends what changed while paused at once."""
+    try:
+        while True:
+            kind = _parse(await websocket.receive_text()).get("type")
+            if kind == "pause":
+                channel.paused = True
+            elif kind == "resume" and channel.paused:
+                channel.paused = False
+                await _flush(websocket, channel, lock)
+    except WebSocketDisconnect:
+        scope.cancel()
+
+
+async def _flush(websocket: WebSocket, channel: LiveChannel, lock: anyio.Lock) -> None:
+    text = channel.message()
+    if text is not None:
+        await _send(websocket, lock, text)
+
+
+async def _pump(
+    websocket: WebSocket, channel: LiveChannel, subscription: Any, lock: anyio.Lock
+) -> None:
+    last = time.monotonic()
+    if channel.changed:
+        await _flush(websocket, channel, lock)
+    while True:
+        with anyio.move_on_after(KEEPALIVE) as idle:
+            try:
+                channel.absorb(await subscription.receive())
+            except anyio.EndOfStream:
+                # The registry is shutting down; the page reconnects to whatever comes next.
+                await websocket.close(code=1012, reason="service restart")
+                return
+        if channel.session.expires <= time.time():
+            await websocket.close(code=CLOSE_UNAUTHORIZED, reason="session expired")
+            return
+        if idle.cancelled_caught:
+            # Quiet: re-check regions no bus message announces (manifest errors), say we are here.
+            if not channel.paused:
+                await _send(websocket, lock, channel.message() or channel.keepalive())
+            continue
+        wait = URGENT if channel.urgent else last + TICK - time.monotonic()
+        if wait > 0:
+            await anyio.sleep(wait)
+        channel.absorb(subscription.drain())
+        if not channel.paused and channel.changed:
+            await _flush(websocket, channel, lock)
+            last = time.monotonic()
+
+
+async def _send(websocket: WebSocket, lock: anyio.Lock, text: str) -> None:
+    async with lock:
+        await websocket.send_text(text)

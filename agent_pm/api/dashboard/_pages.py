@@ -1,0 +1,155 @@
+"""The console's pages: overview, one page per plugin (with its recorded failures), administration.
+
+Each page embeds the bus position it was rendered at and a description of what it shows
+(``data-view``), which the page sends to the live channel so updates continue from there.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from agent_pm.api.dashboard import _regions as regions
+from agent_pm.api.dashboard._failures import failure_card
+from agent_pm.api.dashboard._render import render
+from agent_pm.api.dashboard._view import SEVERITY, STATUSES, Filters, hook_names
+from agent_pm.api.session import Session, session_from_scope
+
+__all__ = ["admin_page", "html", "install_section", "overview_page", "plugin_page"]
+
+COLUMNS = [
+    ("name", "Plugin", False),
+    ("health", "Health", False),
+    ("calls", "Calls", True),
+    ("errors", "Errors", True),
+    ("ratio", "Error ratio", True),
+    ("p95", "p95", True),
+    ("", "Latency trend", False),
+    ("", "Skipped", True),
+]
+BASIS = "Calls, errors and latency over the last 100 calls of each hook; worst health first."
+
+
+def html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status, headers={"Cache-Control": "no-store"})
+
+
+def _shell(registry: Any, session: Session, page: str, view: dict[str, Any]) -> dict[str, Any]:
+    """What every console page needs around its own content."""
+    return {
+        "session": session,
+        "csrf": session.csrf,
+        "seq": registry.bus.seq,
+        "epoch": registry.bus.epoch,
+        "config_errors": registry.config_errors,
+        "page": page,
+        "view_json": json.dumps({"page": page, **view}),
+    }
+
+
+def _session(request: Request) -> Session | None:
+    return session_from_scope(request.scope)
+
+
+async def overview_page(request: Request) -> Response:
+    session = _session(request)
+    if session is None:
+        return RedirectResponse("/login", 303)
+    registry = request.app.state.registry
+    filters = Filters.from_query(request.query_params)
+    metas = regions.metas_of(registry)
+    cells = regions.overview_cells(metas, filters)
+    hooks = sorted({hook for meta in metas for hook in hook_names(meta)})
+    return html(
+        render(
+            "overview.html",
+            **_shell(registry, session, "overview", {"query": filters.query()}),
+            filters=filters,
+            hooks=hooks,
+            healths=SEVERITY,
+            columns=COLUMNS,
+            basis=BASIS,
+            strip=cells["status-strip"].html(),
+            body=cells["overview-body"].html(),
+        )
+    )
+
+
+async def plugin_page(request: Request) -> Response:
+    session = _session(request)
+    if session is None:
+        return RedirectResponse("/login", 303)
+    registry = request.app.state.registry
+    meta = regions.meta_of(registry, request.path_params["name"])
+    if meta is None:
+        return html(render("not_found.html", name=request.path_params["name"]), 404)
+    query = request.query_params
+    view = regions.plugin_view(meta, query.get("hook", ""), query.get("status", ""))
+    cells = regions.plugin_cells(meta, view, admin=session.is_admin)
+    shell = _shell(
+        registry,
+        session,
+        "plugin",
+        {"plugin": view.name, "hook": view.hook, "status": view.status},
+    )
+    return html(
+        render(
+            "plugin.html",
+            **shell,
+            name=view.name,
+            view=view,
+            hooks=hook_names(meta),
+            statuses=STATUSES,
+            summary=cells["plugin-summary"].html(),
+            hooks_table=cells["hooks-table"].html(),
+            errors=cells["error-groups"].html(),
+            config=cells["plugin-config"].html(),
+            chart=regions.chart_cell(meta, view).html(),
+            history=regions.history_table(meta, view),
+            failures=await failure_card(registry, session, view.name),
+        )
+    )
+
+
+async def install_section(registry: Any, session: Session, state: Any = None) -> Markup:
+    entries = await registry.discover_plugins()
+    return render(
+        "partials/install.html",
+        entry_points=[e for e in entries if e.error is None and not e.configured],
+        csrf=session.csrf,
+        revision=registry.revision,
+        state=state or regions.AdminCard(),
+    )
+
+
+async def admin_page(request: Request) -> Response:
+    session = _session(request)
+    if session is None:
+        return RedirectResponse("/login", 303)
+    if not session.is_admin:
+        return html(render("forbidden.html", session=session), 403)
+    return html(await admin_document(request.app.state.registry, session))
+
+
+async def admin_document(
+    registry: Any,
+    session: Session,
+    cards: dict[str, regions.AdminCard] | None = None,
+    install: regions.AdminCard | None = None,
+) -> Markup:
+    """The admin page; ``cards`` and ``install`` carry what the last action has to say."""
+    cards = cards or {}
+    metas = regions.metas_of(registry)
+    return render(
+        "admin.html",
+        **_shell(registry, session, "admin", {}),
+        cards=[
+            regions.admin_card(meta, session, registry.revision, cards.get(meta["name"]))
+            for meta in metas
+        ],
+        install=await install_section(registry, session, install),
+    )
