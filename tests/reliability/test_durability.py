@@ -26,6 +26,13 @@ for description in ("old", "new " * 2000):
     manifest.set("a", description=description)
     versions.append(manifest.dumps().encode())
 manifest.save()  # the file now holds versions[1]
+# Crash within one back-and-forth rewrite (timed as the mean of three), however long a write
+# takes on this machine, so that kills land both before and after renames.
+started = time.perf_counter()
+for description in ("old", "new " * 2000) * 3:
+    manifest.set("a", description=description)
+    manifest.save()
+window = (time.perf_counter() - started) / 3
 rng = random.Random(1234)
 outcomes = {"old": 0, "new": 0}
 for _ in range(int(sys.argv[2])):
@@ -35,7 +42,7 @@ for _ in range(int(sys.argv[2])):
             for description in ("old", "new " * 2000):
                 manifest.set("a", description=description)
                 manifest.save()
-    time.sleep(rng.uniform(0, 0.02))  # a random moment to crash at
+    time.sleep(rng.uniform(0, window))  # a random moment to crash at
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     data = path.read_bytes()
