@@ -39,12 +39,14 @@ from agent_pm.errors import (
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.binding import check_binding
 from agent_pm.plugins.discovery import CatalogueEntry, discover_plugins
+from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.lifecycle import Lifecycle
 from agent_pm.plugins.loader import fresh_import, import_plugin_class
 from agent_pm.plugins.manifest import Manifest, ManifestItem, to_plain
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.secrets import unmask_config
 from agent_pm.plugins.store import ManifestStore
+from agent_pm.plugins.windows import RECENT_WINDOW, WindowName
 from agent_pm.settings import Settings
 
 __all__ = ["AdminOperations"]
@@ -70,7 +72,9 @@ class AdminOperations:
     def _find(self, name: str) -> PluginRecord:
         raise NotImplementedError
 
-    def list_metadata(self, *, history: bool = True) -> list[dict[str, Any]]:
+    def list_metadata(
+        self, *, history: bool | int = False, window: WindowName = RECENT_WINDOW
+    ) -> list[PluginInfo]:
         raise NotImplementedError
 
     @property
@@ -81,6 +85,9 @@ class AdminOperations:
         raise NotImplementedError
 
     def _changed(self, records: Iterable[PluginRecord], removed: Iterable[str] = ()) -> None:
+        raise NotImplementedError
+
+    def _close_breakers(self, record: PluginRecord) -> None:
         raise NotImplementedError
 
     # -- the sequence --------------------------------------------------------------------
@@ -176,7 +183,7 @@ class AdminOperations:
 
     async def set_enabled(
         self, name: str, enabled: bool, *, revision: int | None = None
-    ) -> dict[str, Any]:
+    ) -> PluginInfo:
         """Enable or disable plugin ``name``, persist it, and return its metadata."""
         async with self._admin(revision):
             record = self._require_loadable(name)
@@ -190,7 +197,7 @@ class AdminOperations:
 
     async def update_config(
         self, name: str, config: dict[str, Any], *, revision: int | None = None
-    ) -> dict[str, Any]:
+    ) -> PluginInfo:
         """Replace plugin ``name``'s config (validated; masked secrets keep their stored value).
 
         Changing a destination field keeps no stored secret: they must be given again.
@@ -205,7 +212,7 @@ class AdminOperations:
             await self._commit(self._with(name, candidate), manifest)
             return candidate.metadata()
 
-    async def reload_plugin(self, name: str, *, revision: int | None = None) -> dict[str, Any]:
+    async def reload_plugin(self, name: str, *, revision: int | None = None) -> PluginInfo:
         """Re-import plugin ``name``'s code and swap in a new instance.
 
         If the new code fails to import, validate or start, the old instance keeps running and
@@ -250,7 +257,7 @@ class AdminOperations:
         config: dict[str, Any] | None = None,
         revision: int | None = None,
         trusted: bool = False,
-    ) -> dict[str, Any]:
+    ) -> PluginInfo:
         """Add a manifest entry for the plugin class at ``module`` (``pkg.mod:Class``).
 
         Unless ``trusted`` (an entry point from the installed catalogue), the module must match
@@ -306,7 +313,7 @@ class AdminOperations:
         description: str | None = None,
         config: dict[str, Any] | None = None,
         revision: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> PluginInfo:
         """Install the plugin an entry point of the catalogue names; trusted, as it is installed."""
         catalogue = await self.discover_plugins()
         found = next((e for e in catalogue if e.entry_point == entry_point), None)
@@ -345,7 +352,7 @@ class AdminOperations:
 
     async def reload(
         self, *, revision: int | None = None, only_if_changed: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[PluginInfo]:
         """Re-read the manifest and apply only what changed.
 
         Unchanged plugins keep their instance and telemetry (``on_reload`` is called on active
@@ -383,6 +390,8 @@ class AdminOperations:
             self.config_errors = []
             for name, record in updated.items():
                 if previous.get(name) is record and record.instance is not None and record.active:
+                    # Kept as it is, but an operator's reload starts its quarantine over.
+                    self._close_breakers(record)
                     await self._life.call_quietly(record, record.instance, "on_reload")
             return self.list_metadata()
 

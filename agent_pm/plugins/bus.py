@@ -30,6 +30,8 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from agent_pm.plugins.info import PluginInfo
+
 __all__ = ["Bus", "Lagged", "Message", "StateChange", "Subscription"]
 
 
@@ -47,12 +49,12 @@ class StateChange(msgspec.Struct, frozen=True, tag="state", tag_field="type"):
     """A plugin's metadata after an admin, lifecycle or error event."""
 
     seq: int
-    plugin: dict[str, Any]
+    plugin: PluginInfo
     node: str | None = None
 
     @property
     def topic(self) -> tuple[str, str | None]:
-        return str(self.plugin.get("name", "")), None
+        return self.plugin.name, None
 
 
 class Lagged(msgspec.Struct, frozen=True, tag="lagged", tag_field="type"):

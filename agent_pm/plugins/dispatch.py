@@ -63,11 +63,13 @@ class Target:
     skip_reason: str | None = None
     # Masks the secrets of the instance this target calls, in its errors and results.
     redactor: Redactor = NO_SECRETS
+    # What a refused call is recorded as: ``skipped`` (missing secrets) or ``quarantined``.
+    skip_status: Status = "skipped"
 
     def refusal(self) -> tuple[Status, str] | None:
         """Why this call is not made at all, decided before anything starts: a status and
         the reason recorded with it."""
-        return None if self.skip_reason is None else ("skipped", self.skip_reason)
+        return None if self.skip_reason is None else (self.skip_status, self.skip_reason)
 
     def start(self, payload: dict[str, Any]) -> Coroutine[Any, Any, Any]:
         """The coroutine that runs the handler (calling an async handler can raise TypeError)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -26,6 +27,7 @@ from agent_pm.plugins.loopblock import LoopBlocks
 from agent_pm.plugins.manifest import ManifestItem
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.secrets import ResolvedSecrets, SecretResolver
+from agent_pm.plugins.telemetry import PluginTelemetry
 from agent_pm.settings import Settings
 
 __all__ = ["Lifecycle"]
@@ -37,10 +39,15 @@ class Lifecycle:
     """Builds plugin records and runs their instances' lifecycle methods."""
 
     def __init__(
-        self, settings: Settings, emitter: Emitter, background: Background | None = None
+        self,
+        settings: Settings,
+        emitter: Emitter,
+        background: Background | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self._background = background
+        self.clock = clock
         self._resolver = SecretResolver(settings)
         self._emitter = emitter
 
@@ -82,9 +89,7 @@ class Lifecycle:
         entry = item.entry
         if entry is None:
             raise PluginLoadError(f"plugin {item.key!r} is invalid: {item.error}")
-        record = PluginRecord(item)
-        if previous is not None:
-            record.telemetry, record.limiter = previous.telemetry, previous.limiter
+        record = self.record(item, previous)
         record.cls = cls or import_plugin_class(entry.module)
         record.hooks = handler_hooks(record.cls, entry.hooks)
         record.config = self.validate(record.cls, entry.config)
@@ -93,15 +98,18 @@ class Lifecycle:
         record.secrets = self.resolve(record.cls, entry.name, entry.config)
         return record
 
+    def record(self, item: ManifestItem, previous: PluginRecord | None) -> PluginRecord:
+        """A bare record for ``item``, keeping ``previous``'s telemetry and thread slots."""
+        if previous is None:
+            return PluginRecord(item, telemetry=PluginTelemetry(self.clock))
+        return PluginRecord(item, telemetry=previous.telemetry, limiter=previous.limiter)
+
     async def build(self, item: ManifestItem, previous: PluginRecord | None = None) -> PluginRecord:
         """A record for ``item``: invalid if it cannot be loaded, failed if it cannot start."""
         try:
             record = self.load(item, previous)
         except AgentPMError as exc:
-            record = PluginRecord(item)
-            if previous is not None:
-                record.telemetry, record.limiter = previous.telemetry, previous.limiter
-            return self.invalid(record, str(exc))
+            return self.invalid(self.record(item, previous), str(exc))
         if item.entry is not None and item.entry.enabled:
             try:
                 await self.start(record)

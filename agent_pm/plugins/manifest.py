@@ -22,12 +22,14 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from agent_pm.errors import ManifestError, UnloadableChangeError
+from agent_pm.plugins.health import HealthThresholds
 from agent_pm.plugins.manifest_file import (
     MAX_MANIFEST_BYTES,
     atomic_write,
     read_bounded,
     remove_stale_temp_files,
 )
+from agent_pm.plugins.quarantine import QuarantineSettings
 
 __all__ = [
     "MAX_MANIFEST_BYTES",
@@ -79,12 +81,22 @@ class ManifestEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
     # Keep failed calls for replay; unset follows RECORD_FAILURES.
     record_failures: bool | None = None
+    health: HealthThresholds = msgspec.field(default_factory=HealthThresholds)
+    # ``false`` turns quarantine off; a mapping tunes it.
+    quarantine: QuarantineSettings | bool = True
     isolation: Isolation = "inline"
     limits: Limits | None = None
 
     def __post_init__(self) -> None:
         if self.limits is not None and self.isolation == "inline":
             raise ValueError("limits apply only to isolated plugins (isolation: process)")
+
+    @property
+    def quarantine_settings(self) -> QuarantineSettings:
+        """The breaker settings, with ``true``/``false`` read as the defaults, on or off."""
+        if isinstance(self.quarantine, QuarantineSettings):
+            return self.quarantine
+        return QuarantineSettings(enabled=self.quarantine)
 
 
 @dataclass(frozen=True)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
 from agent_pm.plugins.base import PluginBase
+from agent_pm.plugins.health import Health, HealthThresholds, worst
+from agent_pm.plugins.info import PluginInfo, PluginState, SecretsInfo
 from agent_pm.plugins.isolated import isolation_status
 from agent_pm.plugins.loopblock import LoopBlocks
 from agent_pm.plugins.manifest import ManifestEntry, ManifestItem
+from agent_pm.plugins.monitor import PluginMonitor
+from agent_pm.plugins.quarantine import QuarantineSettings
 from agent_pm.plugins.secrets import ResolvedSecrets, mask_config
-from agent_pm.plugins.telemetry import PluginTelemetry
+from agent_pm.plugins.telemetry import PluginTelemetry, Status
+from agent_pm.plugins.windows import RECENT_WINDOW, WindowName
 
 __all__ = ["PluginRecord", "PluginState"]
 
-PluginState = Literal["enabled", "disabled", "failed", "invalid"]
+
 # Worker threads one plugin's sync handlers may occupy at once; a plugin that blocks forever
 # exhausts only these.
 THREAD_SLOTS_PER_PLUGIN = 4
@@ -41,6 +46,13 @@ class PluginRecord:
     )
     # How long its inline async handlers' steps hold the loop; ``None`` while not measured.
     loop_blocks: LoopBlocks | None = None
+    monitor: PluginMonitor = field(init=False)
+
+    def __post_init__(self) -> None:
+        entry = self.item.entry
+        thresholds = entry.health if entry is not None else HealthThresholds()
+        quarantine = entry.quarantine_settings if entry is not None else QuarantineSettings()
+        self.monitor = PluginMonitor(thresholds, quarantine, self.telemetry.clock)
 
     @property
     def name(self) -> str:
@@ -54,37 +66,79 @@ class PluginRecord:
     def active(self) -> bool:
         return self.state == "enabled" and self.instance is not None
 
-    def metadata(self, *, history: bool = True) -> dict[str, Any]:
-        """The JSON-ready metadata dict every surface shows; secrets are masked."""
-        data: dict[str, Any] = {
-            "name": self.name,
-            **self._declared(),
-            "active": self.active,
-            "state": self.state,
-            "invalid": self.state == "invalid",
-            "error": self.error,
-            "hooks": list(self.hooks),
-            "secrets": {
-                "required": list(self.cls.required_secrets) if self.cls else [],
-                "missing": list(self.secrets.missing),
-            },
-            "hook_stats": {hook: s.as_dict() for hook, s in self.telemetry.stats.items()},
-            "errors": [
-                {
-                    "timestamp": e.timestamp.isoformat(),
-                    "stage": e.stage,
-                    "message": e.message,
-                    "request_id": e.request_id,
-                }
-                for e in self.telemetry.errors
-            ],
-            "timeout_seconds": self.timeout,
-            "isolation": isolation_status(self.entry, self.instance),
-            "loop_blocks": self.loop_blocks.snapshot() if self.loop_blocks else None,
+    @property
+    def slow_ms(self) -> float:
+        """The latency past which a call counts as slow for health (a share of the timeout)."""
+        return self.timeout * 1000 * self.monitor.thresholds.slow_timeout_ratio
+
+    def observe(self, hook: str, status: Status, duration_ms: float) -> tuple[bool, bool]:
+        """Judge ``hook`` after a sample: (did its health change, did its breaker)."""
+        window = self.telemetry.windows[hook]
+        skipping = bool(self.secrets.missing)
+        return self.monitor.observe(hook, (status, duration_ms), window, self.slow_ms, skipping)
+
+    def refresh_health(self) -> bool:
+        """Re-judge every hook as of now; whether any state changed."""
+        if not self.active:
+            return False
+        telemetry = self.telemetry
+        windows = [(hook, telemetry.window(hook)) for hook in self.hooks]
+        return self.monitor.refresh(windows, self.slow_ms, bool(self.secrets.missing))
+
+    def hook_health(self) -> dict[str, Health]:
+        if not self.active:
+            return {}
+        missing = tuple(self.secrets.missing)
+        return {
+            hook: self.monitor.health(hook, self.telemetry.window(hook), self.slow_ms, missing)
+            for hook in self.hooks
         }
-        if history:
-            data["hook_history"] = self.telemetry.samples()
-        return data
+
+    def health(self, hooks: dict[str, Health]) -> Health:
+        """The plugin's health: its admin state when not running, else its worst hook's."""
+        if self.state == "invalid" or self.state == "failed":
+            return Health(self.state, self.error or self.state)
+        if not self.active:
+            return Health("disabled", "the plugin is disabled")
+        state, reason = worst(hooks)
+        since = next((h.since for h in hooks.values() if h.state == state), None)
+        return Health(state, reason, since)
+
+    def metadata(
+        self, *, history: bool | int = False, window: WindowName = RECENT_WINDOW
+    ) -> PluginInfo:
+        """What every surface shows about this plugin; secrets are masked.
+
+        ``history`` adds the recorded samples: all of them (``True``) or the newest N per hook.
+        """
+        telemetry = self.telemetry
+        hooks = self.hook_health()
+        info = PluginInfo(
+            name=self.name,
+            **self._declared(),
+            active=self.active,
+            state=self.state,
+            invalid=self.state == "invalid",
+            error=self.error,
+            hooks=list(self.hooks),
+            secrets=SecretsInfo(
+                list(self.cls.required_secrets) if self.cls else [], list(self.secrets.missing)
+            ),
+            hook_stats={hook: s.info() for hook, s in telemetry.stats.items()},
+            errors=[error.info() for error in telemetry.errors],
+            timeout_seconds=self.timeout,
+            health=self.health(hooks),
+            hook_health=hooks,
+            quarantine=self.monitor.quarantine_info(),
+            window=window,
+            hook_windows={hook: w.stats(window) for hook, w in telemetry.windows.items()},
+            isolation=isolation_status(self.entry, self.instance),
+            loop_blocks=self.loop_blocks.snapshot() if self.loop_blocks else None,
+        )
+        if history is not False:
+            limit = None if history is True else int(history)
+            info.hook_history = telemetry.samples(limit=limit)
+        return info
 
     def _declared(self) -> dict[str, Any]:
         """What the manifest says, read leniently for entries that failed validation."""

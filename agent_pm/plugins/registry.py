@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +38,7 @@ from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.bus import Bus, StateChange
 from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target
+from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.lifecycle import Lifecycle
 from agent_pm.plugins.manifest import Manifest
 from agent_pm.plugins.record import PluginRecord
@@ -43,13 +46,16 @@ from agent_pm.plugins.recorder import FailureRecorder
 from agent_pm.plugins.replay import Replays
 from agent_pm.plugins.store import FileStore, ManifestStore
 from agent_pm.plugins.table import DispatchTable
-from agent_pm.plugins.telemetry import HookSample, Status, now
+from agent_pm.plugins.telemetry import HistoryEntry, HookSample, Status, now
 from agent_pm.plugins.tracing import tracing_for
+from agent_pm.plugins.windows import RECENT_WINDOW, WindowName, WindowRecorder
 from agent_pm.settings import Settings
 
 __all__ = ["PluginRegistry"]
 
 logger = logging.getLogger(__name__)
+# How often health is re-judged without calls (a window empties, a cooldown ends).
+HEALTH_CHECK_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -77,6 +83,7 @@ class PluginRegistry(AdminOperations, Emitter):
 
     ``async with PluginRegistry(path, settings) as registry:`` loads the manifest and enables the
     enabled entries; leaving the block disables them and waits for background work.
+    ``clock`` (wall-clock seconds) times the telemetry windows, health and quarantine.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class PluginRegistry(AdminOperations, Emitter):
         max_emit_calls: int = 1_000,
         max_background: int = 1_000,
         tracer_provider: Any = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.manifest_path = Path(manifest_path or self.settings.plugin_config_path)
@@ -99,12 +107,15 @@ class PluginRegistry(AdminOperations, Emitter):
         self.config_errors: list[str] = []
         self.max_emit_depth = max_emit_depth
         self.max_emit_calls = max_emit_calls
+        self.clock = clock
         self._started: list[PluginRecord] = []
         self._records: dict[str, PluginRecord] = {}
+        # (plugin, hook) pairs whose breaker is not closed: fire consults breakers only for them.
+        self._quarantined: set[tuple[str, str]] = set()
         self._table = DispatchTable()
         self._manifest: Manifest | None = None
         self._background = Background(max_background)
-        self._life = Lifecycle(self.settings, self, self._background)
+        self._life = Lifecycle(self.settings, self, self._background, clock)
         self._tracing = tracing_for(self.settings.tracing, tracer_provider)
         self._dispatcher = Dispatcher(self._record_sample, self._tracing)
         self._lock = anyio.Lock()
@@ -119,6 +130,7 @@ class PluginRegistry(AdminOperations, Emitter):
         # Tasks running a root hook call (not an emit inside one), for cancel_calls.
         self._calls: dict[asyncio.Task[Any], str] = {}
         self._cancelled: set[asyncio.Task[Any]] = set()
+        self._health_watch: anyio.CancelScope | None = None
 
     # -- lifecycle of the registry itself ---------------------------------------------------
 
@@ -137,6 +149,9 @@ class PluginRegistry(AdminOperations, Emitter):
                 record = await self._life.build(item)
                 self._records[record.name] = record
         self._changed(self._records.values())
+        # Made here, in the event loop (anyio needs one), and cancelled on exit.
+        self._health_watch = anyio.CancelScope()
+        self._task_group.start_soon(self._watch_health, self._health_watch)
         return self
 
     async def __aexit__(
@@ -145,6 +160,8 @@ class PluginRegistry(AdminOperations, Emitter):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._health_watch is not None:
+            self._health_watch.cancel()
         with anyio.CancelScope(shield=True):
             await self._deactivate([r for r in self._records.values() if r.active])
         self._background.close()
@@ -171,16 +188,30 @@ class PluginRegistry(AdminOperations, Emitter):
     def names(self) -> list[str]:
         return list(self._records)
 
-    def list_metadata(self, *, history: bool = True) -> list[dict[str, Any]]:
-        """Metadata of every manifest entry, in manifest order; secrets masked."""
-        return [record.metadata(history=history) for record in self._records.values()]
+    def list_metadata(
+        self, *, history: bool | int = False, window: WindowName = RECENT_WINDOW
+    ) -> list[PluginInfo]:
+        """Metadata of every manifest entry, in manifest order; secrets masked.
 
-    def metadata_for(self, name: str, *, history: bool = True) -> dict[str, Any]:
-        return self._find(name).metadata(history=history)
+        ``window`` picks the windowed stats; ``history`` adds all samples or the newest N.
+        """
+        return [r.metadata(history=history, window=window) for r in self._records.values()]
+
+    def metadata_for(
+        self, name: str, *, history: bool | int = False, window: WindowName = RECENT_WINDOW
+    ) -> PluginInfo:
+        return self._find(name).metadata(history=history, window=window)
+
+    def windows(self, name: str, hook: str) -> WindowRecorder:
+        """The windowed telemetry of ``name``'s ``hook`` (404 when it has no such hook)."""
+        record = self._find(name)
+        if hook not in record.hooks and hook not in record.telemetry.windows:
+            raise PluginNotFoundError(f"plugin {name!r} has no hook {hook!r}")
+        return record.telemetry.window(hook)
 
     def history(
         self, name: str, hook: str | None = None, limit: int | None = None
-    ) -> dict[str, list[Any]]:
+    ) -> dict[str, list[HistoryEntry]]:
         """Recorded samples of plugin ``name`` per hook, oldest first."""
         return self._find(name).telemetry.samples(hook, limit)
 
@@ -279,6 +310,8 @@ class PluginRegistry(AdminOperations, Emitter):
     ) -> list[HookResult]:
         table = self._table
         targets = table.get(hook, source)
+        if self._quarantined:
+            targets = self._admit(hook, targets)
         if len(targets) > chain.budget.left:
             self._refuse_emit(
                 source,
@@ -347,6 +380,20 @@ class PluginRegistry(AdminOperations, Emitter):
             table.leave()
         return _redacted(result, target)
 
+    def _admit(self, hook: str, targets: tuple[Target, ...]) -> tuple[Target, ...]:
+        """``targets`` with those whose breaker is open answered ``quarantined``, unrun."""
+        now = self.clock()
+        admitted = []
+        for target in targets:
+            if (target.plugin, hook) in self._quarantined and target.skip_reason is None:
+                breaker = self._records[target.plugin].monitor.breakers[hook]
+                if not breaker.admit(now):
+                    target = dataclasses.replace(
+                        target, skip_reason=breaker.rejection(), skip_status="quarantined"
+                    )
+            admitted.append(target)
+        return tuple(admitted)
+
     def _spawn(
         self,
         hook: str,
@@ -397,7 +444,49 @@ class PluginRegistry(AdminOperations, Emitter):
         if record is not None:
             record.telemetry.add(sample)
         self.bus.publish(sample)
+        if record is not None:
+            health_changed, breaker_changed = record.observe(hook, status, duration_ms)
+            if breaker_changed:
+                self._track_breaker(record, hook)
+            if health_changed or breaker_changed:
+                self._announce(record)
         return error
+
+    def _track_breaker(self, record: PluginRecord, hook: str) -> None:
+        if record.monitor.quarantined(hook):
+            self._quarantined.add((record.name, hook))
+        else:
+            self._quarantined.discard((record.name, hook))
+
+    def _announce(self, record: PluginRecord) -> None:
+        self.bus.publish(StateChange(self.bus.next_seq(), record.metadata()))
+
+    # -- health ----------------------------------------------------------------------------
+
+    def check_health(self) -> list[str]:
+        """Re-judge every plugin's health as of now; announce and return those that changed."""
+        changed = [r for r in self._records.values() if r.refresh_health()]
+        for record in changed:
+            self._announce(record)
+        return [record.name for record in changed]
+
+    async def _watch_health(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            while True:
+                await anyio.sleep(HEALTH_CHECK_SECONDS)
+                self.check_health()
+
+    def reset_quarantine(self, name: str, hook: str | None = None) -> PluginInfo:
+        """Close ``name``'s breakers (or only ``hook``'s); runtime state, nothing is written."""
+        record = self._find(name)
+        if hook is not None and hook not in record.hooks:
+            raise PluginNotFoundError(f"plugin {name!r} has no hook {hook!r}")
+        record.monitor.reset(hook)
+        for each in record.hooks if hook is None else [hook]:
+            self._quarantined.discard((name, each))
+        record.refresh_health()
+        self._announce(record)
+        return record.metadata()
 
     async def _deactivate(self, records: list[PluginRecord]) -> None:
         """Take ``records`` out of service and stop their instances."""
@@ -432,14 +521,25 @@ class PluginRegistry(AdminOperations, Emitter):
                 await self._life.stop(record, instance)
 
     def _changed(self, records: Iterable[PluginRecord], removed: Iterable[str] = ()) -> None:
-        """Rebuild the dispatch table, bump the revision and announce the changed plugins."""
+        """Rebuild the dispatch table, bump the revision and announce the changed plugins.
+
+        An admin change (enable, reload, config) closes the plugin's breakers: quarantine is
+        runtime state that an operator's action starts over.
+        """
         self._table = DispatchTable(self._records.values(), self._table)
         self.revision = self.store.next_revision(self.revision)
         self.failures.track(self._records.values())
         for record in records:
-            self.bus.publish(StateChange(self.bus.next_seq(), record.metadata(history=False)))
+            self._close_breakers(record)
+            self._announce(record)
         for name in removed:
-            self.bus.publish(StateChange(self.bus.next_seq(), {"name": name, "state": "removed"}))
+            self._quarantined = {pair for pair in self._quarantined if pair[0] != name}
+            removal = PluginInfo(name=name, state="removed")
+            self.bus.publish(StateChange(self.bus.next_seq(), removal))
+
+    def _close_breakers(self, record: PluginRecord) -> None:
+        record.monitor.reset()
+        self._quarantined = {pair for pair in self._quarantined if pair[0] != record.name}
 
 
 def _root_call_task(chain: _Chain) -> asyncio.Task[Any] | None:

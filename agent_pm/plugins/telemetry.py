@@ -1,21 +1,27 @@
-"""Telemetry: hook samples, per-hook stats, bounded history and the per-plugin error ring."""
+"""Telemetry: hook samples, per-hook stats, bounded history, windows and the error ring."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 from agent_pm.plugins.context import request_id
+from agent_pm.plugins.windows import WindowRecorder
 
 __all__ = [
     "ERROR_LIMIT",
     "HISTORY_LIMIT",
+    "ErrorInfo",
     "ErrorRecord",
+    "HistoryEntry",
     "HookSample",
     "HookStats",
+    "HookStatsInfo",
     "PluginTelemetry",
     "Status",
 ]
@@ -53,6 +59,47 @@ class ErrorRecord(msgspec.Struct, frozen=True):
     message: str
     request_id: str | None = None
 
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(self.timestamp.isoformat(), self.stage, self.message, self.request_id)
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """One of a plugin's last errors, as metadata shows it."""
+
+    timestamp: Timestamp
+    stage: str
+    message: str
+    request_id: str | None = None
+
+
+class HookStatsInfo(msgspec.Struct, frozen=True):
+    """Counters of one hook since the plugin was loaded (durations in milliseconds)."""
+
+    invocations: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    skipped: int = 0
+    quarantined: int = 0
+    deadlines: int = 0
+    total_duration_ms: float = 0.0
+    last_duration_ms: float = 0.0
+    avg_duration_ms: float = 0.0
+
+
+# ISO 8601 with an explicit ``+00:00`` offset, as the history and error lists have always shown.
+Timestamp = Annotated[str, msgspec.Meta(description="ISO 8601 date-time, UTC")]
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    """One recorded hook call, as the history shows it."""
+
+    seq: int
+    timestamp: Timestamp
+    status: Status
+    duration_ms: float
+    error: str | None = None
+    request_id: str | None = None
+
 
 class HookStats:
     """Running counters of one plugin's hook."""
@@ -62,6 +109,7 @@ class HookStats:
         "failures",
         "invocations",
         "last_duration_ms",
+        "quarantined",
         "skipped",
         "timeouts",
         "total_ms",
@@ -72,6 +120,7 @@ class HookStats:
         self.failures = 0
         self.timeouts = 0
         self.skipped = 0
+        self.quarantined = 0
         self.deadlines = 0
         self.total_ms = 0.0
         self.last_duration_ms = 0.0
@@ -86,36 +135,42 @@ class HookStats:
             self.timeouts += 1
         elif sample.status == "skipped":
             self.skipped += 1
+        elif sample.status == "quarantined":
+            self.quarantined += 1
         elif sample.status == "deadline":
             self.deadlines += 1
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "invocations": self.invocations,
-            "failures": self.failures,
-            "timeouts": self.timeouts,
-            "skipped": self.skipped,
-            "deadlines": self.deadlines,
-            "total_duration_ms": round(self.total_ms, 3),
-            "last_duration_ms": round(self.last_duration_ms, 3),
-            "avg_duration_ms": round(self.total_ms / self.invocations, 3)
-            if self.invocations
-            else 0.0,
-        }
+    def info(self) -> HookStatsInfo:
+        return HookStatsInfo(
+            invocations=self.invocations,
+            failures=self.failures,
+            timeouts=self.timeouts,
+            skipped=self.skipped,
+            quarantined=self.quarantined,
+            deadlines=self.deadlines,
+            total_duration_ms=round(self.total_ms, 3),
+            last_duration_ms=round(self.last_duration_ms, 3),
+            avg_duration_ms=round(self.total_ms / self.invocations, 3) if self.invocations else 0.0,
+        )
 
 
 class PluginTelemetry:
-    """Everything recorded about one plugin: stats and history per hook, and its last errors."""
+    """Everything recorded about one plugin: stats, history and windows per hook, last errors.
 
-    __slots__ = ("_rendered", "_unrendered", "errors", "history", "stats")
+    ``clock`` gives wall-clock seconds to the windows (tests inject their own).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_rendered", "_unrendered", "clock", "errors", "history", "stats", "windows")
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.stats: dict[str, HookStats] = {}
         self.history: dict[str, deque[HookSample]] = {}
+        self.windows: dict[str, WindowRecorder] = {}
         self.errors: deque[ErrorRecord] = deque(maxlen=ERROR_LIMIT)
-        # Samples are immutable, so each is rendered to its JSON-ready dict once, when history is
-        # first read after it was added: a full listing renders tens of thousands of timestamps.
-        self._rendered: dict[str, deque[dict[str, Any]]] = {}
+        # Samples are immutable, so each is rendered to its history entry once, when history is
+        # first read after it was added: a full listing renders tens of thousands of them.
+        self._rendered: dict[str, deque[HistoryEntry]] = {}
         self._unrendered: dict[str, int] = {}
 
     def add(self, sample: HookSample) -> None:
@@ -124,9 +179,11 @@ class PluginTelemetry:
         if stats is None:
             stats = self.stats[hook] = HookStats()
             self.history[hook] = deque(maxlen=HISTORY_LIMIT)
+            self.windows[hook] = WindowRecorder(self.clock)
             self._rendered[hook] = deque(maxlen=HISTORY_LIMIT)
             self._unrendered[hook] = 0
         stats.add(sample)
+        self.windows[hook].record(sample.status, sample.duration_ms)
         self.history[hook].append(sample)
         self._unrendered[hook] += 1
         if sample.status in ("error", "timeout"):
@@ -137,20 +194,25 @@ class PluginTelemetry:
     def add_error(self, stage: str, message: str) -> None:
         self.errors.append(ErrorRecord(now(), stage, message, request_id.get()))
 
-    def samples(self, hook: str | None = None, limit: int | None = None) -> dict[str, list[Any]]:
-        """History per hook, oldest first, as JSON-ready dicts; ``limit`` keeps the newest."""
+    def window(self, hook: str) -> WindowRecorder:
+        """``hook``'s windows (empty ones for a hook that never ran)."""
+        return self.windows.get(hook) or WindowRecorder(self.clock)
+
+    def samples(
+        self, hook: str | None = None, limit: int | None = None
+    ) -> dict[str, list[HistoryEntry]]:
+        """History per hook, oldest first; ``limit`` keeps the newest."""
         hooks = [hook] if hook is not None else list(self.history)
-        result: dict[str, list[Any]] = {}
+        result: dict[str, list[HistoryEntry]] = {}
         for name in hooks:
             entries = list(self._render(name))
             if limit is not None:
                 entries = entries[-limit:] if limit > 0 else []
-            # Copies: the caller owns what it is given, the cache stays as rendered.
-            result[name] = [entry.copy() for entry in entries]
+            result[name] = entries
         return result
 
-    def _render(self, hook: str) -> deque[dict[str, Any]]:
-        """``hook``'s history as dicts, rendering only the samples added since the last read."""
+    def _render(self, hook: str) -> deque[HistoryEntry]:
+        """``hook``'s history entries, rendering only the samples added since the last read."""
         rendered = self._rendered.get(hook)
         if rendered is None:
             return deque()
@@ -164,15 +226,15 @@ class PluginTelemetry:
         return rendered
 
 
-def _history_entry(sample: HookSample) -> dict[str, Any]:
-    return {
-        "seq": sample.seq,
-        "timestamp": sample.timestamp.isoformat(),
-        "status": sample.status,
-        "duration_ms": round(sample.duration_ms, 3),
-        "error": sample.error,
-        "request_id": sample.request_id,
-    }
+def _history_entry(sample: HookSample) -> HistoryEntry:
+    return HistoryEntry(
+        sample.seq,
+        sample.timestamp.isoformat(),
+        sample.status,
+        round(sample.duration_ms, 3),
+        sample.error,
+        sample.request_id,
+    )
 
 
 def now() -> datetime:

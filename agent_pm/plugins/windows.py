@@ -34,19 +34,22 @@ from array import array
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from operator import add
-from typing import Annotated, Final, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Final, Literal, NamedTuple, get_args
 
 import msgspec
 
-from agent_pm.plugins.telemetry import Status
+if TYPE_CHECKING:  # telemetry records into windows, so windows cannot import it at run time
+    from agent_pm.plugins.telemetry import Status
 
 __all__ = [
     "LATENCY_BINS",
     "LATENCY_FLOOR_MS",
     "PERCENTILE_ERROR",
+    "RECENT_WINDOW",
     "RECORDER_BYTES",
     "WINDOWS",
     "BucketRow",
+    "Recent",
     "StatusCounts",
     "WindowName",
     "WindowPoint",
@@ -60,7 +63,15 @@ __all__ = [
 WindowName = Literal["1m", "5m", "1h", "24h", "all"]
 WINDOWS: Final[tuple[WindowName, ...]] = get_args(WindowName)
 
-STATUSES: Final[tuple[Status, ...]] = get_args(Status)
+# The order of ``Status`` (a test checks they agree); counters are laid out in this order.
+STATUSES: Final[tuple[Status, ...]] = (
+    "success",
+    "error",
+    "timeout",
+    "skipped",
+    "quarantined",
+    "deadline",
+)
 _STATUS_INDEX: Final = {status: i for i, status in enumerate(STATUSES)}
 # Statuses whose calls ran a handler, and so have a meaningful duration.
 _RAN: Final = frozenset(_STATUS_INDEX[s] for s in ("success", "error", "timeout"))
@@ -82,13 +93,21 @@ _SPANS: Final[dict[WindowName, tuple[int, int]]] = {
     "1h": (1, 60),
     "24h": (2, 144),
 }
+# The window kept as running sums, updated per sample, so health is judged in O(1).
+RECENT_WINDOW: Final[WindowName] = "5m"
+_RECENT_SPAN: Final = _SPANS[RECENT_WINDOW][1]
 LAYOUT: Final = f"v1 statuses={','.join(STATUSES)} bins={LATENCY_BINS}x2^(1/2)@0.01ms tiers=" + (
     ",".join(f"{res}sx{n}" for res, n in _TIERS)
 )
 _COUNT_BYTES: Final = array("I").itemsize
+_FINE_SECONDS: Final = _TIERS[0][0]
+_RAN_STATUSES: Final = 3  # success, error and timeout come first in STATUSES
+_FIRST_BIN: Final = len(STATUSES)
+_LAST_BIN: Final = _WIDTH - 1
+_log = math.log
 RECORDER_BYTES: Final = (
     sum(n for _, n in _TIERS) * (_WIDTH * _COUNT_BYTES + array("q").itemsize)
-    + _WIDTH * array("Q").itemsize
+    + 2 * _WIDTH * array("Q").itemsize  # the total and the recent window's running sums
 )
 
 
@@ -107,6 +126,17 @@ def _bin_value(index: int) -> float:
     if index == LATENCY_BINS - 1:
         return lower
     return lower * 2 ** (0.5 / _STEPS_PER_DOUBLING)
+
+
+class Recent(NamedTuple):
+    """Calls of the ``RECENT_WINDOW`` by outcome; ``slow`` ran past the given latency."""
+
+    calls: int
+    ran: int
+    failed: int
+    skipped: int
+    quarantined: int
+    slow: int
 
 
 class StatusCounts(msgspec.Struct, frozen=True):
@@ -187,25 +217,29 @@ def _percentile(row: list[int], q: float) -> float | None:
 
 
 class _Tier:
-    """A ring of ``size`` buckets of ``resolution`` seconds, stored flat in one array."""
+    """A ring of ``size`` buckets of ``resolution`` seconds, rows at ``base`` in ``counts``.
 
-    __slots__ = ("counts", "epochs", "resolution", "size")
+    Every tier of a recorder shares one flat array, so recording adds at plain offsets.
+    """
 
-    def __init__(self, resolution: int, size: int) -> None:
+    __slots__ = ("base", "counts", "epochs", "resolution", "size")
+
+    def __init__(self, resolution: int, size: int, counts: array[int], base: int) -> None:
         self.resolution = resolution
         self.size = size
-        self.counts = array("I", bytes(_COUNT_BYTES * _WIDTH * size))
+        self.counts = counts
+        self.base = base
         self.epochs = array("q", [-1]) * size
 
     def row(self, index: int) -> int | None:
         """The offset of bucket ``index``, clearing its slot if it held an older bucket."""
         slot = index % self.size
         held = self.epochs[slot]
+        start = self.base + slot * _WIDTH
         if held == index:
-            return slot * _WIDTH
+            return start
         if held > index:
             return None  # older than what the ring keeps
-        start = slot * _WIDTH
         self.counts[start : start + _WIDTH] = _ZERO_ROW
         self.epochs[slot] = index
         return start
@@ -214,12 +248,14 @@ class _Tier:
         slot = index % self.size
         if self.epochs[slot] != index:
             return None
-        return self.counts[slot * _WIDTH : (slot + 1) * _WIDTH]
+        start = self.base + slot * _WIDTH
+        return self.counts[start : start + _WIDTH]
 
     def rows(self) -> Iterator[BucketRow]:
         for slot, index in enumerate(self.epochs):
             if index >= 0:
-                counts = self.counts[slot * _WIDTH : (slot + 1) * _WIDTH]
+                start = self.base + slot * _WIDTH
+                counts = self.counts[start : start + _WIDTH]
                 if any(counts):
                     yield BucketRow(index, counts.tolist())
 
@@ -233,28 +269,87 @@ class WindowRecorder:
     ``clock`` returns wall-clock seconds (``time.time`` by default); tests inject their own.
     """
 
-    __slots__ = ("_clock", "_tiers", "_total", "started")
+    __slots__ = (
+        "_clock",
+        "_counts",
+        "_index",
+        "_offsets",
+        "_recent",
+        "_recent_newest",
+        "_tiers",
+        "_total",
+        "started",
+    )
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._tiers = tuple(_Tier(res, n) for res, n in _TIERS)
+        self._counts = array("I", bytes(_COUNT_BYTES * _WIDTH * sum(n for _, n in _TIERS)))
+        bases = [0]
+        for _, n in _TIERS[:-1]:
+            bases.append(bases[-1] + n * _WIDTH)
+        self._tiers = tuple(
+            _Tier(res, n, self._counts, base) for (res, n), base in zip(_TIERS, bases, strict=True)
+        )
+        # The current fine bucket and each tier's row for it: recording only adds at offsets.
+        self._index = -1
+        self._offsets: tuple[int, ...] = ()
         self._total = array("Q", bytes(array("Q").itemsize * _WIDTH))
+        # Running sums of the fine buckets inside RECENT_WINDOW, newest bucket ``_recent_newest``.
+        self._recent = array("Q", bytes(array("Q").itemsize * _WIDTH))
+        self._recent_newest = -1
         self.started = clock()
 
     def record(self, status: Status, duration_ms: float) -> None:
         """Count one call at the current time; O(1)."""
-        now = self._clock()
+        index = int(self._clock() // _FINE_SECONDS)
+        if index != self._index:
+            if index < self._index:
+                self._record_late(index, status, duration_ms)
+                return
+            self._rotate(index)
         status_index = _STATUS_INDEX[status]
-        bin_index = len(STATUSES) + latency_bin(duration_ms) if status_index in _RAN else -1
-        for tier in self._tiers:
-            offset = tier.row(int(now // tier.resolution))
-            if offset is not None:
-                tier.counts[offset + status_index] += 1
-                if bin_index >= 0:
-                    tier.counts[offset + bin_index] += 1
-        self._total[status_index] += 1
-        if bin_index >= 0:
-            self._total[bin_index] += 1
+        counts, recent, total = self._counts, self._recent, self._total
+        for offset in self._offsets:
+            counts[offset + status_index] += 1
+        recent[status_index] += 1
+        total[status_index] += 1
+        if status_index < _RAN_STATUSES:
+            if duration_ms < LATENCY_FLOOR_MS:
+                bin_index = _FIRST_BIN
+            else:
+                bin_index = min(
+                    int(_log(duration_ms / LATENCY_FLOOR_MS) * _BIN_SCALE) + 1 + _FIRST_BIN,
+                    _LAST_BIN,
+                )
+            for offset in self._offsets:
+                counts[offset + bin_index] += 1
+            recent[bin_index] += 1
+            total[bin_index] += 1
+
+    def _rotate(self, index: int) -> None:
+        """Start fine bucket ``index``: move the recent window on and find each tier's row."""
+        self._advance(index)
+        self._index = index
+        seconds = index * _FINE_SECONDS
+        offsets = (tier.row(seconds // tier.resolution) for tier in self._tiers)
+        self._offsets = tuple(offset for offset in offsets if offset is not None)
+
+    def _record_late(self, index: int, status: Status, duration_ms: float) -> None:
+        """Count a call stamped before the current bucket (the wall clock stepped back)."""
+        status_index = _STATUS_INDEX[status]
+        columns = [status_index]
+        if status_index < _RAN_STATUSES:
+            columns.append(len(STATUSES) + latency_bin(duration_ms))
+        seconds = index * _FINE_SECONDS
+        offsets = [tier.row(seconds // tier.resolution) for tier in self._tiers]
+        in_recent = index > self._recent_newest - _RECENT_SPAN
+        for column in columns:
+            for offset in offsets:
+                if offset is not None:
+                    self._counts[offset + column] += 1
+            self._total[column] += 1
+            if in_recent:
+                self._recent[column] += 1
 
     def snapshot(self) -> WindowSnapshot:
         """Every non-empty bucket, for :meth:`merge` in this or another process."""
@@ -277,8 +372,49 @@ class WindowRecorder:
                 offset = tier.row(bucket.index)
                 if offset is not None:
                     _add_into(tier.counts, offset, bucket.counts)
+        self._index = -1  # merged buckets may have replaced the rows recording pointed at
         _add_into(self._total, 0, snapshot.total)
         self.started = min(self.started, snapshot.started)
+        self._recent_newest = max(self._recent_newest, int(self._clock() // _TIERS[0][0]))
+        recent = _sum_rows(_buckets(self._tiers[0], self._recent_newest, _RECENT_SPAN))
+        self._recent = array("Q", recent)
+
+    def _advance(self, index: int) -> None:
+        """Move the recent window's newest bucket to ``index``, dropping buckets that left it.
+
+        Called before a bucket is written, so every bucket that leaves is still in the ring.
+        """
+        newest = self._recent_newest
+        if index <= newest:
+            return
+        self._recent_newest = index
+        leaving = range(newest - _RECENT_SPAN + 1, min(index - _RECENT_SPAN, newest) + 1)
+        if len(leaving) >= _RECENT_SPAN or newest < 0:
+            self._recent = array("Q", bytes(array("Q").itemsize * _WIDTH))
+            return
+        fine = self._tiers[0]
+        for old in leaving:
+            row = fine.read(old)
+            if row is not None:
+                for i, value in enumerate(row):
+                    if value:
+                        self._recent[i] -= value
+
+    def recent(self, slow_ms: float) -> Recent:
+        """Calls of the last ``RECENT_WINDOW`` by outcome; ``slow``: those past ``slow_ms``."""
+        self._advance(int(self._clock() // _TIERS[0][0]))
+        counts = self._recent
+        ran = sum(counts[i] for i in _RAN)
+        failed = sum(counts[i] for i in _FAILED)
+        slow = sum(counts[len(STATUSES) + latency_bin(slow_ms) + 1 :])
+        return Recent(
+            sum(counts[: len(STATUSES)]),
+            ran,
+            failed,
+            counts[_STATUS_INDEX["skipped"]],
+            counts[_STATUS_INDEX["quarantined"]],
+            slow,
+        )
 
     @classmethod
     def from_snapshots(
@@ -295,6 +431,11 @@ class WindowRecorder:
         now = self._clock()
         if window == "all":
             row, seconds = self._total.tolist(), now - self.started
+        elif window == RECENT_WINDOW:
+            self._advance(int(now // _TIERS[0][0]))
+            row = self._recent.tolist()
+            oldest = (self._recent_newest - _RECENT_SPAN + 1) * _TIERS[0][0]
+            seconds = now - max(oldest, self.started)
         else:
             tier_index, span = _SPANS[window]
             tier = self._tiers[tier_index]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import EmitBudgetError, LifecycleError, PluginLoadError
 from agent_pm.plugins import PluginRegistry
@@ -70,7 +71,7 @@ async def test_admin_unexpected_exception_mid_update_rolls_everything_back(
         assert candidate is not running and getattr(candidate, "disabled", False)
         assert registry.get("leaky") is running and not getattr(running, "disabled", False)
         assert registry.revision == revision
-        meta = registry.metadata_for("leaky")
+        meta = plain(registry.metadata_for("leaky"))
         assert meta["config"] == {} and meta["state"] == "enabled"
         [result] = await registry.fire("slow")
         # The running instance still redacts with the secrets it holds.
@@ -169,7 +170,7 @@ async def test_admin_non_hook_names_are_refused_at_load_and_never_called(
         f"  hooks: [post_plan, {hook!r}]\n"
     )
     async with PluginRegistry(path, env_settings) as registry:
-        meta = registry.metadata_for("life")
+        meta = plain(registry.metadata_for("life"))
         assert meta["state"] == "invalid" and repr(hook) in meta["error"]
         assert await registry.fire(hook) == []
     assert Lifecycle.calls == []
@@ -181,7 +182,7 @@ async def test_admin_class_declaring_a_lifecycle_hook_is_refused(env_settings: S
         "- name: m\n  module: tests.fixtures.hardening:MisdeclaredHooks\n  enabled: true\n"
     )
     async with PluginRegistry(path, env_settings) as registry:
-        meta = registry.metadata_for("m")
+        meta = plain(registry.metadata_for("m"))
         assert meta["state"] == "invalid" and "'on_enable' (a PluginBase method" in meta["error"]
         with pytest.raises(PluginLoadError, match="on_enable"):
             await registry.install("tests.fixtures.hardening:MisdeclaredHooks", name="m2")
@@ -204,7 +205,7 @@ async def test_admin_hanging_sync_on_enable_never_takes_more_than_its_slots(
                 with pytest.raises(LifecycleError, match="on_enable timed out"):
                     await registry.set_enabled("hang", True)
             peak = threading.active_count()
-            assert registry.metadata_for("hang")["state"] == "disabled"
+            assert plain(registry.metadata_for("hang"))["state"] == "disabled"
     finally:
         HangingEnable.release.set()
     # Four thread slots per plugin, whatever the number of attempts.
@@ -225,7 +226,7 @@ async def test_admin_emit_fan_out_is_cut_by_a_total_budget(env_settings: Setting
     async with PluginRegistry(path, env_settings, max_emit_calls=200) as registry:
         with anyio.fail_after(60):
             results = await registry.fire("spread")
-        errors = [e for r in registry.list_metadata(history=False) for e in r["errors"]]
+        errors = [e for r in plain(registry.list_metadata(history=False)) for e in r["errors"]]
     # Four others at every level would make 4 + 16 + ... + 4**8 calls without the budget.
     assert 190 <= Spreader.calls <= 200
     assert len(results) == 5

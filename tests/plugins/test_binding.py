@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import ConfigValidationError
 from agent_pm.plugins import PluginRegistry
@@ -76,7 +77,7 @@ async def test_env_reference_in_the_manifest_outside_the_allowlist_is_invalid(
     config = "{secrets: {LEAKY_TOKEN: {env: AWS_SECRET_ACCESS_KEY}}}"
     path = _manifest(settings.plugin_config_path, _entry("leaky", LEAKY, config))
     async with PluginRegistry(path, settings) as registry:
-        meta = registry.metadata_for("leaky")
+        meta = plain(registry.metadata_for("leaky"))
     assert meta["state"] == "invalid" and "AWS_SECRET_ACCESS_KEY" in meta["error"]
 
 
@@ -85,7 +86,7 @@ async def test_env_allowlist_setting_replaces_the_default(env: dict[str, str]) -
     config = "{secrets: {LEAKY_TOKEN: {env: AWS_SECRET_ACCESS_KEY}}}"
     path = _manifest(settings.plugin_config_path, _entry("leaky", LEAKY, config))
     async with PluginRegistry(path, settings) as registry:
-        assert registry.metadata_for("leaky")["state"] == "enabled"
+        assert plain(registry.metadata_for("leaky"))["state"] == "enabled"
         [result] = await registry.fire("post_plan")
     # Allowed, it resolves; the hook's return value still never shows it.
     assert result.value["plain"] == MASK and SERVER_ONLY not in repr(result)
@@ -144,7 +145,9 @@ async def test_rotation_during_an_inflight_call_does_not_leak_the_old_value(
             Leaky.gate.set()
             with anyio.fail_after(30):
                 await answered.wait()
-            seen = repr(results) + repr(subscription.drain()) + repr(registry.list_metadata())
+            seen = (
+                repr(results) + repr(subscription.drain()) + repr(plain(registry.list_metadata()))
+            )
         assert results[0].value == f"answered with {MASK}"
         Leaky.started = None
         [after] = await registry.fire("slow")
@@ -177,8 +180,10 @@ async def test_changing_a_destination_needs_the_secret_again(env: dict[str, str]
             )
         # Other fields keep the stored secret; the destination changes with the secret given.
         await registry.update_config("leaky", {"label": "x", "secrets": {"LEAKY_TOKEN": MASK}})
-        meta = await registry.update_config(
-            "leaky", {"endpoint": evil, "secrets": {"LEAKY_TOKEN": "a-new-token-given"}}
+        meta = plain(
+            await registry.update_config(
+                "leaky", {"endpoint": evil, "secrets": {"LEAKY_TOKEN": "a-new-token-given"}}
+            )
         )
     assert meta["config"]["endpoint"] == evil and meta["state"] == "enabled"
 
@@ -196,7 +201,7 @@ async def test_install_pointing_at_a_new_destination_needs_the_secrets(
                 JIRA, name="j2", config={"secrets": {"JIRA_BASE_URL": "http://127.0.0.1:1"}}
             )
         # The default destination is fine with the environment's token.
-        assert (await registry.install(SLACK, name="s3"))["state"] == "disabled"
+        assert (plain(await registry.install(SLACK, name="s3")))["state"] == "disabled"
         assert registry.names() == ["s3"]
 
 
@@ -208,15 +213,17 @@ async def test_jira_base_url_change_keeps_no_stored_credentials(env: dict[str, s
             await registry.update_config(
                 "jira", {"secrets": {"JIRA_BASE_URL": "http://127.0.0.1:1", "JIRA_EMAIL": "x@y"}}
             )
-        meta = await registry.update_config(
-            "jira",
-            {
-                "secrets": {
-                    "JIRA_BASE_URL": "http://127.0.0.1:1",
-                    "JIRA_EMAIL": "other@example.test",
-                    "JIRA_API_TOKEN": "a-token-given-again",
-                }
-            },
+        meta = plain(
+            await registry.update_config(
+                "jira",
+                {
+                    "secrets": {
+                        "JIRA_BASE_URL": "http://127.0.0.1:1",
+                        "JIRA_EMAIL": "other@example.test",
+                        "JIRA_API_TOKEN": "a-token-given-again",
+                    }
+                },
+            )
         )
     assert meta["config"]["secrets"] == dict.fromkeys(
         ("JIRA_BASE_URL", "JIRA_EMAIL", "JIRA_API_TOKEN"), MASK

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from agent_pm.plugins.bus import Bus, Lagged, StateChange, Subscription
+from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.telemetry import HookSample, now
 
 pytestmark = pytest.mark.anyio
@@ -43,8 +44,8 @@ def test_subscription_filters_by_plugin_and_hook() -> None:
         publish(bus, "echo", "post_plan")
         publish(bus, "other", "pre_plan")
         wanted = publish(bus, "echo", "pre_plan")
-        bus.publish(StateChange(bus.next_seq(), {"name": "echo"}))
-        bus.publish(StateChange(bus.next_seq(), {"name": "other"}))
+        bus.publish(StateChange(bus.next_seq(), PluginInfo(name="echo")))
+        bus.publish(StateChange(bus.next_seq(), PluginInfo(name="other")))
         assert seqs(sub.drain()) == [wanted.seq, 4]
 
 
@@ -158,8 +159,8 @@ def test_bus_filters_by_plugin_and_hook_but_state_ignores_hook_filter() -> None:
         _published(bus, "a", "x")
         _published(bus, "a", "y")
         _published(bus, "b", "x")
-        bus.publish(StateChange(bus.next_seq(), {"name": "a"}))
-        bus.publish(StateChange(bus.next_seq(), {"name": "b"}))
+        bus.publish(StateChange(bus.next_seq(), PluginInfo(name="a")))
+        bus.publish(StateChange(bus.next_seq(), PluginInfo(name="b")))
         assert [m.seq for m in subscription.drain()] == [1, 4]
 
 

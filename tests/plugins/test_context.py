@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.plugins import context
 from tests.plugins.test_dispatch import steppers
@@ -22,8 +23,8 @@ async def test_fire_timeout_caps_handler_timeouts_and_is_recorded_as_the_caller_
     async with registry_factory(*steppers(entry, ["forever", "once"], 30)) as registry:
         with anyio.fail_after(10):
             cut, done = await registry.fire("step", timeout=0.2)
-        [sample] = registry.history("forever")["step"]
-        stats = registry.metadata_for("forever")["hook_stats"]["step"]
+        [sample] = plain(registry.history("forever"))["step"]
+        stats = plain(registry.metadata_for("forever"))["hook_stats"]["step"]
     assert (done.status, done.value) == ("success", "once")
     assert cut.status == "deadline" and 200 <= cut.duration_ms < 10_000
     assert cut.error == "cut at the caller's deadline after 0.2 s (its own timeout is 30 s)"
@@ -37,7 +38,7 @@ async def test_enclosing_cancel_scope_deadline_caps_handler_timeouts(
     async with registry_factory(*steppers(entry, ["forever"], 30)) as registry:
         with anyio.move_on_after(0.2) as scope:
             await registry.fire("step")
-        [sample] = registry.history("forever")["step"]
+        [sample] = plain(registry.history("forever"))["step"]
     assert scope.cancelled_caught
     assert sample["status"] == "deadline"
     assert sample["error"].startswith("cut at the caller's deadline after 0.")
@@ -80,7 +81,7 @@ async def test_request_id_travels_into_samples_history_and_errors(registry_facto
         finally:
             context.request_id.reset(token)
         await registry.fire("step")
-        history = registry.history("raise_after")["step"]
-        errors = registry.metadata_for("raise_after")["errors"]
+        history = plain(registry.history("raise_after"))["step"]
+        errors = plain(registry.metadata_for("raise_after"))["errors"]
     assert [h["request_id"] for h in history] == ["req-42", None]
     assert [e["request_id"] for e in errors] == ["req-42", None]

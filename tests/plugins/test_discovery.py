@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import PluginLoadError, PluginNotFoundError
 from agent_pm.plugins import PluginRegistry
@@ -66,12 +67,12 @@ async def test_registry_installs_from_the_catalogue(
 ) -> None:
     path = write_manifest("[]\n")
     async with PluginRegistry(path, settings) as registry:
-        metadata = await registry.install_entry_point("echo-ep", enabled=True)
+        metadata = plain(await registry.install_entry_point("echo-ep", enabled=True))
         assert metadata["name"] == "echo" and metadata["active"]
         catalogue = by_name(await registry.discover_plugins())
         assert catalogue["echo-ep"].configured
         with pytest.raises(PluginNotFoundError):
-            await registry.install_entry_point("nope")
+            plain(await registry.install_entry_point("nope"))
         with pytest.raises(PluginLoadError, match="broken"):
-            await registry.install_entry_point("missing-ep")
+            plain(await registry.install_entry_point("missing-ep"))
     assert "tests.fixtures.plugins:Echo" in path.read_text()

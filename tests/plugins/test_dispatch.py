@@ -7,6 +7,7 @@ import threading
 
 import anyio
 import pytest
+from msgspec import to_builtins as plain
 
 from tests.fixtures.plugins import Blocking, Gate, step_var
 
@@ -61,7 +62,7 @@ async def test_dispatch_sync_handler_runs_in_a_worker_thread(registry_factory, e
 async def test_dispatch_failure_is_isolated_and_recorded(registry_factory, entry) -> None:
     async with registry_factory(entry("Failing"), entry("Echo")) as registry:
         results = await registry.fire("post_plan")
-        failing = registry.metadata_for("failing")
+        failing = plain(registry.metadata_for("failing"))
     assert [(r.plugin, r.status) for r in results] == [("failing", "error"), ("echo", "success")]
     assert results[0].error == "RuntimeError: handler exploded"
     assert failing["hook_stats"]["post_plan"]["failures"] == 1
@@ -80,7 +81,7 @@ async def test_dispatch_bad_payload_is_an_error_not_a_crash(registry_factory, en
 async def test_dispatch_plugin_with_missing_secrets_is_skipped(registry_factory, entry) -> None:
     async with registry_factory(entry("Secretive")) as registry:
         [result] = await registry.fire("post_plan")
-        meta = registry.metadata_for("secretive")
+        meta = plain(registry.metadata_for("secretive"))
     assert result.status == "skipped"
     assert result.error == "missing secrets: API_TOKEN"
     assert meta["secrets"] == {"required": ["API_TOKEN"], "missing": ["API_TOKEN"]}
@@ -104,7 +105,7 @@ async def test_dispatch_caller_cancellation_cancels_handlers(registry_factory, e
     async with registry_factory(entry("Hanging", timeout_seconds=30)) as registry:
         await cancel_while_running(registry, "post_plan")
         [sample] = registry.history("hanging")["post_plan"]
-    assert sample["status"] == "error" and sample["error"] == "cancelled"
+    assert sample.status == "error" and sample.error == "cancelled"
 
 
 def test_dispatch_thread_that_outlives_its_loop_still_ends(tmp_path) -> None:
@@ -167,8 +168,8 @@ async def test_dispatch_every_handler_shape_has_the_same_outcome_on_each_backend
     for (mode, expected), result in zip(SHAPES.items(), results, strict=True):
         assert (result.status, result.value, result.error) == expected, mode
         [sample] = history[mode]
-        assert (sample["status"], sample["error"]) == (result.status, result.error)
-        assert sample["duration_ms"] == round(result.duration_ms, 3)
+        assert (sample.status, sample.error) == (result.status, result.error)
+        assert sample.duration_ms == round(result.duration_ms, 3)
     assert results[-1].duration_ms >= 300
 
 
@@ -195,8 +196,8 @@ async def test_dispatch_caller_cancellation_keeps_what_finished_at_once(
         await cancel_while_running(registry, "step")
         [done] = registry.history("return")["step"]
         [cut] = registry.history("forever")["step"]
-    assert (done["status"], done["error"]) == ("success", None)
-    assert (cut["status"], cut["error"]) == ("error", "cancelled")
+    assert (done.status, done.error) == ("success", None)
+    assert (cut.status, cut.error) == ("error", "cancelled")
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from msgspec import to_builtins as plain
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -77,8 +78,10 @@ async def test_example_package_is_installed_through_its_entry_point(settings: Se
     assert entry_point.value == "hello_plugin.plugin:HelloPlugin"
     assert entry_point.dist is not None and entry_point.dist.name == "hello-plugin"
     async with PluginRegistry(settings=settings) as registry:
-        data = await registry.install(
-            entry_point.value, trusted=True, enabled=True, config={"greeting": "Howdy"}
+        data = plain(
+            await registry.install(
+                entry_point.value, trusted=True, enabled=True, config={"greeting": "Howdy"}
+            )
         )
         assert data["state"] == "enabled" and data["secrets"]["missing"] == []
         assert await greet(registry, "the launch") == {"message": "Howdy, the launch!"}
@@ -100,7 +103,9 @@ async def test_example_package_is_installed_through_its_entry_point(settings: Se
 async def test_example_plugin_hooks_are_skipped_without_its_secret(tmp_path: Path) -> None:
     settings = Settings.from_env({"PLUGIN_CONFIG_PATH": str(tmp_path / "plugins.yaml")})
     async with PluginRegistry(settings=settings) as registry:
-        data = await registry.install("hello_plugin.plugin:HelloPlugin", trusted=True, enabled=True)
+        data = plain(
+            await registry.install("hello_plugin.plugin:HelloPlugin", trusted=True, enabled=True)
+        )
         assert data["secrets"]["missing"] == ["HELLO_GREETING_TOKEN"]
         [result] = await registry.fire("post_plan", plan={})
         assert result.status == "skipped"
@@ -115,16 +120,16 @@ async def test_reload_plugin_runs_edited_source_and_keeps_old_code_on_syntax_err
 
         # A sibling module of the plugin's module is re-imported too.
         edit(package / "greeting.py", 'f"{greeting}, {whom}', 'f"{greeting} there, {whom}')
-        await registry.reload_plugin("hello")
+        plain(await registry.reload_plugin("hello"))
         assert await greet(registry) == {"message": "Hello there, x!"}
 
         edit(package / "plugin.py", "class HelloPlugin(PluginBase):", "class HelloPlugin(")
         revision = registry.revision
         with pytest.raises(PluginLoadError, match="SyntaxError") as caught:
-            await registry.reload_plugin("hello")
+            plain(await registry.reload_plugin("hello"))
         assert f"{package / 'plugin.py'}:" in str(caught.value)
         assert await greet(registry) == {"message": "Hello there, x!"}
-        data = registry.metadata_for("hello")
+        data = plain(registry.metadata_for("hello"))
         assert data["state"] == "enabled"
         assert data["errors"][-1]["stage"] == "reload"
         assert "plugin.py:" in data["errors"][-1]["message"]
@@ -133,7 +138,7 @@ async def test_reload_plugin_runs_edited_source_and_keeps_old_code_on_syntax_err
         # Fixing the source makes the next reload succeed.
         edit(package / "plugin.py", "class HelloPlugin(", "class HelloPlugin(PluginBase):")
         edit(package / "greeting.py", " there,", " again,")
-        await registry.reload_plugin("hello")
+        plain(await registry.reload_plugin("hello"))
         assert await greet(registry) == {"message": "Hello again, x!"}
 
 
@@ -144,7 +149,7 @@ async def test_reload_plugin_import_error_names_the_importing_line(
         await registry.install(plugin_path(package), trusted=True, enabled=True)
         edit(package / "plugin.py", "import hmac\n", "import hmac\nimport no_such_dependency\n")
         with pytest.raises(PluginLoadError, match="ModuleNotFoundError") as caught:
-            await registry.reload_plugin("hello")
+            plain(await registry.reload_plugin("hello"))
         assert f"{package / 'plugin.py'}:" in str(caught.value)
         assert await greet(registry) == {"message": "Hello, x!"}
         # The module the old instance came from is back, so importing it again gives old code.
@@ -181,10 +186,10 @@ async def test_reload_plugin_lifecycle_failure_keeps_old_instance(
         edit(package / "greeting.py", 'f"{greeting}, ', 'f"{greeting}!! ')
         edit(package / "plugin.py", *LIFECYCLE_BREAKS[stage])
         with pytest.raises(LifecycleError, match=r"broke|cannot use"):
-            await registry.reload_plugin("hello")
+            plain(await registry.reload_plugin("hello"))
         assert registry.get("hello") is old
         assert await greet(registry) == {"message": "Hello, x!"}
-        error = registry.metadata_for("hello")["errors"][-1]["message"]
+        error = plain(registry.metadata_for("hello"))["errors"][-1]["message"]
         assert f"{package / 'plugin.py'}:" in error
         assert TOKEN not in error  # secrets are redacted, nothing else is
         assert "***" in error or stage != "on_enable"
@@ -206,7 +211,7 @@ async def test_reload_plugin_lets_in_flight_calls_finish_on_the_old_instance(
         "        return VERSION\n"
     )
     async with PluginRegistry(settings=settings) as registry:
-        await registry.install(f"{package.name}.gated:Gated", trusted=True, enabled=True)
+        plain(await registry.install(f"{package.name}.gated:Gated", trusted=True, enabled=True))
         entered, release = anyio.Event(), anyio.Event()
         old_results = []
 
@@ -218,7 +223,7 @@ async def test_reload_plugin_lets_in_flight_calls_finish_on_the_old_instance(
                 group.start_soon(slow_call)
                 await entered.wait()
                 edit(package / "gated.py", "VERSION = 1", "VERSION = 22")
-                await registry.reload_plugin("gated")
+                plain(await registry.reload_plugin("gated"))
                 [new] = await registry.fire("post_plan")
                 assert (new.status, new.value) == ("success", 22)
                 assert not old_results

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.plugins import PluginRegistry
 from agent_pm.plugins.process import ENV_ALLOWLIST, worker_environment
@@ -49,7 +50,7 @@ def alive(pid: int) -> bool:
 
 
 def worker_pid(registry: PluginRegistry, name: str) -> int:
-    pid = registry.metadata_for(name)["isolation"]["pid"]
+    pid = plain(registry.metadata_for(name))["isolation"]["pid"]
     assert isinstance(pid, int)
     return pid
 
@@ -103,7 +104,7 @@ async def test_isolation_runs_the_plugin_in_another_process(registry_factory: An
         assert result.status == "success", result
         assert result.value == {"pid": worker_pid(registry, "where"), "echo": {"plan": {"id": 7}}}
         assert result.value["pid"] != os.getpid()
-        info = registry.metadata_for("where")["isolation"]
+        info = plain(registry.metadata_for("where"))["isolation"]
         assert info["mode"] == "process" and info["state"] == "running"
         assert info["restarts"] == 0
 
@@ -127,7 +128,7 @@ async def test_isolation_busy_async_handler_leaves_the_loop_free_and_the_next_ca
         [again] = await registry.fire("post_plan", seconds=0)
         assert again.status == "success", again
         assert again.value != first and not alive(first)
-        info = registry.metadata_for("spinner")["isolation"]
+        info = plain(registry.metadata_for("spinner"))["isolation"]
         assert info["restarts"] == 1 and "timeout" in info["last_exit"]
 
         # The same handler inline holds the loop for as long as it spins.
@@ -169,7 +170,7 @@ async def test_isolation_calls_in_flight_on_a_killed_worker_end_as_timeout(
             group.start_soon(call)
             group.start_soon(call)
         assert [r.status for r in results] == ["timeout", "timeout"], results
-        assert registry.metadata_for("sleeper")["isolation"]["restarts"] <= 1
+        assert plain(registry.metadata_for("sleeper"))["isolation"]["restarts"] <= 1
 
 
 async def test_isolation_abort_in_a_handler_restarts_the_worker_and_records_why(
@@ -185,7 +186,7 @@ async def test_isolation_abort_in_a_handler_restarts_the_worker_and_records_why(
 
         [again, _] = await registry.fire("post_plan", abort=False)
         assert again.status == "success" and again.value not in (first, os.getpid())
-        meta = registry.metadata_for("aborter")
+        meta = plain(registry.metadata_for("aborter"))
         assert meta["isolation"]["restarts"] == 1
         assert "SIGABRT" in meta["isolation"]["last_exit"]
         assert any(e["stage"] == "worker" and "SIGABRT" in e["message"] for e in meta["errors"])
@@ -197,7 +198,7 @@ async def test_isolation_memory_hog_is_stopped_at_its_limit(registry_factory: An
         [result] = await registry.fire("post_plan", megabytes=1024)
         assert result.status == "error", result
         assert "memory limit of 256 MB" in (result.error or "")
-        meta = registry.metadata_for("hog")
+        meta = plain(registry.metadata_for("hog"))
         assert "memory limit of 256 MB" in meta["isolation"]["last_exit"]
         assert meta["isolation"]["memory_mb"] == 256
         [small] = await registry.fire("post_plan", megabytes=10)
@@ -245,7 +246,7 @@ async def test_isolation_unencodable_payload_or_result_is_an_error_not_a_crash(
         assert results["where"].status == "success"
         assert results["unsendable"].status == "error"
         assert "cannot be sent" in (results["unsendable"].error or "")
-        assert registry.metadata_for("unsendable")["isolation"]["restarts"] == 0
+        assert plain(registry.metadata_for("unsendable"))["isolation"]["restarts"] == 0
 
 
 async def test_isolation_remote_errors_read_as_they_would_inline(registry_factory: Any) -> None:
@@ -273,10 +274,10 @@ async def test_isolation_stopping_the_registry_ends_every_worker(registry_factor
 async def test_isolation_disable_and_reload_replace_the_worker(registry_factory: Any) -> None:
     async with registry_factory(isolated("Where")) as registry:
         first = worker_pid(registry, "where")
-        meta = await registry.reload_plugin("where")
+        meta = plain(await registry.reload_plugin("where"))
         assert meta["isolation"]["pid"] not in (None, first)
         assert not alive(first)
         second = meta["isolation"]["pid"]
         await registry.set_enabled("where", False)
-        assert registry.metadata_for("where")["isolation"]["state"] == "stopped"
+        assert plain(registry.metadata_for("where"))["isolation"]["state"] == "stopped"
         assert not alive(second)

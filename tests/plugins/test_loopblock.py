@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.api.metrics import _loop_blocks
 from agent_pm.plugins.loopblock import BOUNDS_MS, LoopBlocks
@@ -28,14 +29,14 @@ async def test_loopblock_names_the_plugin_and_hook_that_held_the_loop(
     async with registry_factory(BLOCKER, entry("Echo")) as registry:
         results = {r.plugin: r for r in await registry.fire("post_plan", seconds=0.15)}
         assert results["loop_blocker"].status == "success"
-        blocks = registry.metadata_for("loop_blocker")["loop_blocks"]
+        blocks = plain(registry.metadata_for("loop_blocker"))["loop_blocks"]
         seen = blocks["hooks"]["post_plan"]
         assert seen["steps"] == 3  # resume, sleep(0), sleep(0)
         assert seen["max_ms"] >= 150 and seen["over_threshold"] == 1
         assert sum(seen["counts"]) == 3 and len(seen["counts"]) == len(BOUNDS_MS) + 1
         [worst, *_] = blocks["worst"]
         assert worst["hook"] == "post_plan" and worst["ms"] >= 150
-        echo = registry.metadata_for("echo")["loop_blocks"]["hooks"]["post_plan"]
+        echo = plain(registry.metadata_for("echo"))["loop_blocks"]["hooks"]["post_plan"]
         assert echo["over_threshold"] == 0
         assert any(
             "loop_blocker" in r.getMessage() and "post_plan" in r.getMessage()
@@ -54,7 +55,7 @@ async def test_loopblock_keeps_results_errors_and_timeouts_as_they_were(
         assert results["echo"].value == {"echo": {"x": 1}}
         assert results["failing"].error == "RuntimeError: handler exploded"
         assert results["hanging"].status == "timeout"
-        hanging = registry.metadata_for("hanging")["loop_blocks"]["hooks"]["post_plan"]
+        hanging = plain(registry.metadata_for("hanging"))["loop_blocks"]["hooks"]["post_plan"]
         assert hanging["steps"] == 2  # started, then cancelled at its timeout
 
 
@@ -64,7 +65,7 @@ async def test_loopblock_can_be_turned_off(registry_factory: Any, tmp_path: Path
     )
     async with registry_factory(BLOCKER, settings_=off) as registry:
         await registry.fire("post_plan", seconds=0)
-        assert registry.metadata_for("loop_blocker")["loop_blocks"] is None
+        assert plain(registry.metadata_for("loop_blocker"))["loop_blocks"] is None
 
 
 def test_loopblock_keeps_only_the_worst_steps() -> None:
@@ -73,4 +74,3 @@ def test_loopblock_keeps_only_the_worst_steps() -> None:
         blocks.record("h", float(ms))
     assert [step.ms for step in blocks.worst()] == [19.0, 18.0, 17.0, 16.0, 15.0]
     assert blocks.hooks["h"].steps == 20 and blocks.hooks["h"].max_ms == 19.0
-

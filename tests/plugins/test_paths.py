@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import ConfigValidationError
 from agent_pm.plugins import PluginRegistry
@@ -91,7 +92,7 @@ async def test_paths_admin_write_outside_is_422_and_nothing_changes(
         with pytest.raises(ConfigValidationError):
             await registry.install(WAREHOUSE, name="second", config={"path": raw})
         await registry.fire("on_feedback", feedback={"n": 1})
-        assert registry.metadata_for("warehouse")["config"] == {}
+        assert plain(registry.metadata_for("warehouse"))["config"] == {}
     assert manifest.read_bytes() == before
     assert not (tmp_path / "escape.jsonl").exists()
     assert (data_dir / "warehouse" / "events.jsonl").exists()
@@ -107,7 +108,7 @@ async def test_paths_manifest_entry_outside_is_invalid_at_load(
         "  config: {path: ../../etc/cron.d/evil}\n"
     )
     async with PluginRegistry(manifest, confined) as registry:
-        meta = registry.metadata_for("warehouse")
+        meta = plain(registry.metadata_for("warehouse"))
     assert meta["state"] == "invalid" and "may not contain '..'" in meta["error"]
 
 
@@ -126,15 +127,17 @@ async def test_paths_a_plugin_never_cuts_or_rotates_a_file_it_did_not_create(
         "  config: {path: audit.jsonl, rotate_bytes: 1}\n"
     )
     async with PluginRegistry(manifest, confined) as registry:
-        meta = registry.metadata_for("warehouse")
+        meta = plain(registry.metadata_for("warehouse"))
         assert meta["state"] == "failed" and "was not created by warehouse" in meta["error"]
         await registry.install(WAREHOUSE, name="other", config={"path": "mine.jsonl"})
         await registry.set_enabled("other", True)
         await registry.fire("on_feedback", feedback={"n": 1})
         await registry.fire("on_feedback", feedback={"n": 2})
         # The second writer may not take over the first one's file either.
-        thief = await registry.install(
-            WAREHOUSE, name="thief", enabled=True, config={"path": "mine.jsonl"}
+        thief = plain(
+            await registry.install(
+                WAREHOUSE, name="thief", enabled=True, config={"path": "mine.jsonl"}
+            )
         )
         assert thief["state"] == "disabled" and "belongs to another writer" in thief["error"]
     assert foreign.read_bytes() == before
@@ -172,7 +175,7 @@ async def test_paths_feedback_collector_refuses_another_components_database(
         "  enabled: true\n  config: {database_path: failures.sqlite3}\n"
     )
     async with PluginRegistry(manifest, confined) as registry:
-        meta = registry.metadata_for("feedback")
+        meta = plain(registry.metadata_for("feedback"))
     assert meta["state"] == "failed" and "was not created by feedback" in meta["error"]
     assert foreign.read_bytes() == before
     assert sorted(os.listdir(data_dir)) == ["failures.sqlite3"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import ReplayError, ReplayRateError
 from agent_pm.plugins import PluginRegistry
@@ -141,7 +142,7 @@ async def test_global_default_applies_to_entries_without_the_field(
 async def test_record_failures_must_be_a_boolean(registry_factory: Callable[..., Any]) -> None:
     broken = exporter_entry().replace("true}", '"sometimes"}')
     async with registry_factory(broken) as registry:
-        (plugin,) = registry.list_metadata()
+        (plugin,) = plain(registry.list_metadata())
     assert plugin["state"] == "invalid"
     assert "record_failures" in plugin["error"]
 
@@ -155,7 +156,7 @@ async def test_broken_config_then_fix_then_replay_all_succeeds_once(
         await registry.fire("pre_plan", **ticket(3))
         failures = await stored(registry)
         assert len(failures) == 4 and len(Bystander.calls) == 3
-        await registry.update_config("exporter", {"secrets": {"EXPORT_TOKEN": GOOD_TOKEN}})
+        plain(await registry.update_config("exporter", {"secrets": {"EXPORT_TOKEN": GOOD_TOKEN}}))
 
         dry = await registry.replays.replay_matching(
             FailureFilter("exporter"), limit=100, dry_run=True
@@ -179,7 +180,7 @@ async def test_broken_config_then_fix_then_replay_all_succeeds_once(
             ("replayed", 1, "success")
         }
         history = registry.history("exporter", "post_plan")["post_plan"]
-        assert [s["status"] for s in history] == ["error"] * 3 + ["success"] * 3
+        assert [s.status for s in history] == ["error"] * 3 + ["success"] * 3
 
 
 async def test_failed_replay_stays_pending_and_is_not_recorded_again(
@@ -201,7 +202,7 @@ async def test_replay_one_refuses_a_second_delivery_unless_forced(
     async with registry_factory(exporter_entry()) as registry:
         await registry.fire("pre_plan", **ticket(1))
         (failure,) = await stored(registry)
-        await registry.update_config("exporter", {"secrets": {"EXPORT_TOKEN": GOOD_TOKEN}})
+        plain(await registry.update_config("exporter", {"secrets": {"EXPORT_TOKEN": GOOD_TOKEN}}))
         first = await registry.replays.replay("exporter", failure.id)
         assert first.succeeded
         with pytest.raises(ReplayError, match="replayed already"):
@@ -216,7 +217,7 @@ async def test_replay_needs_an_active_plugin(registry_factory: Callable[..., Any
     async with registry_factory(exporter_entry()) as registry:
         await registry.fire("post_plan", **ticket(1))
         (failure,) = await stored(registry)
-        await registry.set_enabled("exporter", False)
+        plain(await registry.set_enabled("exporter", False))
         with pytest.raises(ReplayError, match="is not active"):
             await registry.replays.replay("exporter", failure.id)
         report = await registry.replays.replay_matching(FailureFilter("exporter"), limit=10)
@@ -276,7 +277,9 @@ async def test_store_stays_within_bounds_under_a_flood(
             "FAILURES_MAX_BYTES": "30000",
         }
     )
-    async with registry_factory(exporter_entry(), settings_=bounded) as registry:
+    # Quarantine off: the flood must reach the handler on every call.
+    entry = exporter_entry().replace('"enabled": true', '"enabled": true, "quarantine": false')
+    async with registry_factory(entry, settings_=bounded) as registry:
         for number in range(300):
             await registry.fire("post_plan", number=number, pad="p" * (number % 7) * 50)
         await registry.failures.flush()
@@ -306,7 +309,7 @@ async def test_each_replay_publishes_its_own_sample(registry_factory: Callable[.
     async with registry_factory(exporter_entry(), BYSTANDER) as registry:
         await registry.fire("post_plan", **ticket(1))
         (failure,) = await stored(registry)
-        await registry.update_config("exporter", {"secrets": {"EXPORT_TOKEN": GOOD_TOKEN}})
+        plain(await registry.update_config("exporter", {"secrets": {"EXPORT_TOKEN": GOOD_TOKEN}}))
         with registry.bus.subscribe(plugins=["exporter", "bystander"]) as subscription:
             outcome = await registry.replays.replay("exporter", failure.id)
             messages = subscription.drain()
@@ -364,7 +367,7 @@ async def test_replay_runs_the_reloaded_code_and_failures_name_the_old_one(
             )
             stat = source.stat()  # a later mtime, so the import reads the source, not bytecode
             os.utime(source, (stat.st_atime, stat.st_mtime + 2))
-            await registry.reload_plugin("flaky")
+            plain(await registry.reload_plugin("flaky"))
             outcome = await registry.replays.replay("flaky", failure.id)
             current = module_version(type(registry.get("flaky")))
     finally:

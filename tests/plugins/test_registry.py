@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import (
     ConfigValidationError,
@@ -52,9 +53,10 @@ async def test_registry_states_of_good_and_bad_entries(registry_factory, entry) 
     ]
     async with registry_factory(*manifest) as registry:
         states = {
-            m["name"]: (m["state"], m["active"], m["invalid"]) for m in registry.list_metadata()
+            m["name"]: (m["state"], m["active"], m["invalid"])
+            for m in plain(registry.list_metadata())
         }
-        errors = {m["name"]: m["error"] for m in registry.list_metadata()}
+        errors = {m["name"]: m["error"] for m in plain(registry.list_metadata())}
     assert states == {
         "echo": ("enabled", True, False),
         "sync_echo": ("disabled", False, False),
@@ -73,7 +75,7 @@ async def test_registry_states_of_good_and_bad_entries(registry_factory, entry) 
 async def test_registry_metadata_has_the_documented_fields(registry_factory, entry) -> None:
     async with registry_factory(entry("Echo", timeout_seconds=2.5)) as registry:
         await registry.fire("post_plan")
-        meta = registry.metadata_for("echo")
+        meta = plain(registry.metadata_for("echo", history=True))
     assert set(meta) >= {
         "name",
         "module",
@@ -103,10 +105,10 @@ async def test_registry_lifecycle_enable_disable_and_exit(
 ) -> None:
     async with registry_factory(entry("Lifecycle")) as registry:
         assert methods() == ["on_enable"]
-        await registry.set_enabled("lifecycle", False)
+        plain(await registry.set_enabled("lifecycle", False))
         assert methods() == ["on_enable", "on_disable"]
         assert manifest_state(tmp_path / "plugins.yaml")["lifecycle"][0] is False
-        await registry.set_enabled("lifecycle", True)
+        plain(await registry.set_enabled("lifecycle", True))
         assert registry.get("lifecycle") is not None
     assert methods() == ["on_enable", "on_disable", "on_enable", "on_disable"]
 
@@ -119,8 +121,8 @@ async def test_registry_failed_enable_keeps_plugin_disabled_and_manifest_unchang
         before = (tmp_path / "plugins.yaml").read_bytes()
         revision = registry.revision
         with pytest.raises(LifecycleError, match="on_enable failed: RuntimeError: on_enable broke"):
-            await registry.set_enabled("lifecycle", True)
-        meta = registry.metadata_for("lifecycle")
+            plain(await registry.set_enabled("lifecycle", True))
+        meta = plain(registry.metadata_for("lifecycle"))
         assert (meta["state"], meta["active"]) == ("disabled", False)
         assert meta["errors"][-1]["stage"] == "on_enable"
         assert (tmp_path / "plugins.yaml").read_bytes() == before
@@ -132,16 +134,16 @@ async def test_registry_update_config_validates_and_swaps_instances(
 ) -> None:
     async with registry_factory(entry("Configured")) as registry:
         old = registry.get("configured")
-        meta = await registry.update_config("configured", {"channel": "#ops"})
+        meta = plain(await registry.update_config("configured", {"channel": "#ops"}))
         assert meta["config"] == {"channel": "#ops"}
         assert registry.get("configured") is not old
         [result] = await registry.fire("post_plan")
         assert result.value == {"channel": "#ops", "retries": 3}
         with pytest.raises(ConfigValidationError) as caught:
-            await registry.update_config("configured", {"channel": "#x", "bogus": 1})
+            plain(await registry.update_config("configured", {"channel": "#x", "bogus": 1}))
         assert caught.value.path == "$.bogus"
         with pytest.raises(ConfigValidationError) as caught:
-            await registry.update_config("configured", {"retries": "three"})
+            plain(await registry.update_config("configured", {"retries": "three"}))
         assert caught.value.path == "$.retries"
         [result] = await registry.fire("post_plan")
         assert result.value["channel"] == "#ops"
@@ -153,7 +155,7 @@ async def test_registry_update_config_keeps_masked_secret(
 ) -> None:
     config = {"secrets": {"API_TOKEN": "canary-9f8e7d"}}
     async with registry_factory(entry("Secretive", config=config)) as registry:
-        meta = await registry.update_config("secretive", {"secrets": {"API_TOKEN": "***"}})
+        meta = plain(await registry.update_config("secretive", {"secrets": {"API_TOKEN": "***"}}))
         assert meta["secrets"]["missing"] == []
         assert meta["config"] == {"secrets": {"API_TOKEN": "***"}}
     assert manifest_state(tmp_path / "plugins.yaml")["secretive"][1] == config
@@ -176,10 +178,10 @@ async def test_registry_secrets_never_leak_into_metadata_results_or_logs(
 async def test_registry_revision_conflict_is_refused(registry_factory, entry) -> None:
     async with registry_factory(entry("Echo")) as registry:
         revision = registry.revision
-        await registry.set_enabled("echo", False, revision=revision)
+        plain(await registry.set_enabled("echo", False, revision=revision))
         with pytest.raises(RevisionConflictError):
-            await registry.set_enabled("echo", True, revision=revision)
-        assert registry.metadata_for("echo")["enabled"] is False
+            plain(await registry.set_enabled("echo", True, revision=revision))
+        assert plain(registry.metadata_for("echo"))["enabled"] is False
 
 
 async def test_registry_concurrent_admin_calls_lose_no_update(
@@ -190,16 +192,16 @@ async def test_registry_concurrent_admin_calls_lose_no_update(
             for i in range(50):
                 group.start_soon(registry.set_enabled, "echo", i % 2 == 0)
                 group.start_soon(registry.update_config, "configured", {"retries": i})
-        final = {m["name"]: (m["enabled"], m["config"]) for m in registry.list_metadata()}
+        final = {m["name"]: (m["enabled"], m["config"]) for m in plain(registry.list_metadata())}
     assert manifest_state(tmp_path / "plugins.yaml") == final
 
 
 async def test_registry_unknown_and_invalid_plugins_raise(registry_factory, entry) -> None:
     async with registry_factory(entry("NotAPlugin")) as registry:
         with pytest.raises(PluginNotFoundError):
-            await registry.set_enabled("nope", True)
+            plain(await registry.set_enabled("nope", True))
         with pytest.raises(PluginLoadError, match="invalid"):
-            await registry.set_enabled("notaplugin", True)
+            plain(await registry.set_enabled("notaplugin", True))
         with pytest.raises(PluginNotFoundError):
             registry.history("nope")
 
@@ -218,9 +220,11 @@ async def test_registry_reload_applies_only_differences(registry_factory, entry,
         await registry.fire("post_plan")
         kept = registry.get("lifecycle")
         (tmp_path / "plugins.yaml").write_text(entry("Lifecycle") + entry("Configured"))
-        await registry.reload()
+        plain(await registry.reload())
         assert registry.get("lifecycle") is kept
-        assert registry.metadata_for("lifecycle")["hook_stats"]["post_plan"]["invocations"] == 1
+        assert (
+            plain(registry.metadata_for("lifecycle"))["hook_stats"]["post_plan"]["invocations"] == 1
+        )
         assert registry.names() == ["lifecycle", "configured"]
         assert methods() == ["on_enable", "on_reload"]
 
@@ -229,11 +233,11 @@ async def test_registry_reload_of_broken_manifest_keeps_state(registry_factory, 
     async with registry_factory(entry("Echo")) as registry:
         (tmp_path / "plugins.yaml").write_text("- name: [broken\n")
         with pytest.raises(ManifestError):
-            await registry.reload()
+            plain(await registry.reload())
         assert registry.config_errors and "not valid YAML" in registry.config_errors[0]
         assert registry.get("echo") is not None
         (tmp_path / "plugins.yaml").write_text(entry("Echo"))
-        await registry.reload()
+        plain(await registry.reload())
         assert registry.config_errors == []
 
 
@@ -268,19 +272,19 @@ async def test_registry_reload_plugin_swaps_code_and_rolls_back(
     async with registry_factory(line) as registry:
         assert (await registry.fire("post_plan"))[0].value == "v1"
         write("v2", size_pad="# grown\n")
-        await registry.reload_plugin("reloadable")
+        plain(await registry.reload_plugin("reloadable"))
         assert (await registry.fire("post_plan"))[0].value == "v2"
         write("v3", fail=True, size_pad="# grown again\n")
         with pytest.raises(LifecycleError, match="on_reload broke"):
-            await registry.reload_plugin("reloadable")
+            plain(await registry.reload_plugin("reloadable"))
         # The modules of the code that runs are back, so a later load does not pick up v3.
         running = type(registry.get("reloadable"))
         assert import_plugin_class("reloadable_mod:Reloadable") is running
         module.write_text("def broken(:\n")
         with pytest.raises(PluginLoadError, match="SyntaxError"):
-            await registry.reload_plugin("reloadable")
+            plain(await registry.reload_plugin("reloadable"))
         assert (await registry.fire("post_plan"))[0].value == "v2"
-        stages = [e["stage"] for e in registry.metadata_for("reloadable")["errors"]]
+        stages = [e["stage"] for e in plain(registry.metadata_for("reloadable"))["errors"]]
     assert stages == ["on_reload", "reload"]
 
 
@@ -291,7 +295,7 @@ async def test_registry_reload_plugin_runs_lifecycle_in_order(
     for name in [n for n in modules if n.startswith("tests.fixtures")]:
         monkeypatch.setitem(modules, name, modules[name])  # put the originals back afterwards
     async with registry_factory(entry("Lifecycle")) as registry:
-        await registry.reload_plugin("lifecycle")
+        plain(await registry.reload_plugin("lifecycle"))
         new_class = type(registry.get("lifecycle"))
     assert methods() == ["on_enable", "on_disable"]  # the old class saw enable, then disable
     assert [m for _, m in new_class.calls] == ["on_enable", "on_reload", "on_disable"]
@@ -303,19 +307,19 @@ async def test_registry_install_validates_and_enforces_allowlist(
     settings = Settings.from_env({"PLUGIN_INSTALL_ALLOW": "tests.fixtures"})
     async with registry_factory(settings_=settings) as registry:
         with pytest.raises(InstallRefusedError):
-            await registry.install("os.path:join")
+            plain(await registry.install("os.path:join"))
         with pytest.raises(ConfigValidationError):
-            await registry.install("tests.fixtures.plugins:Configured", config={"nope": 1})
-        meta = await registry.install("tests.fixtures.plugins:Configured", enabled=True)
+            plain(await registry.install("tests.fixtures.plugins:Configured", config={"nope": 1}))
+        meta = plain(await registry.install("tests.fixtures.plugins:Configured", enabled=True))
         assert (meta["name"], meta["state"], meta["hooks"]) == (
             "configured",
             "enabled",
             ["post_plan"],
         )
         with pytest.raises(PluginExistsError):
-            await registry.install("tests.fixtures.plugins:Configured")
+            plain(await registry.install("tests.fixtures.plugins:Configured"))
         Lifecycle.fail_on = "on_enable"
-        meta = await registry.install("tests.fixtures.plugins:Lifecycle", enabled=True)
+        meta = plain(await registry.install("tests.fixtures.plugins:Lifecycle", enabled=True))
         assert (meta["state"], meta["enabled"]) == ("disabled", False)
         assert meta["errors"][-1]["stage"] == "on_enable"
     assert set(manifest_state(tmp_path / "plugins.yaml")) == {"configured", "lifecycle"}
@@ -328,7 +332,7 @@ async def test_registry_refused_install_never_imports(registry_factory, tmp_path
     monkeypatch.syspath_prepend(str(tmp_path))
     async with registry_factory() as registry:
         with pytest.raises(InstallRefusedError):
-            await registry.install("sideeffect_mod:Plugin")
+            plain(await registry.install("sideeffect_mod:Plugin"))
     assert not (tmp_path / "imported").exists()
 
 
@@ -336,7 +340,10 @@ async def test_registry_emit_reaches_others_and_loops_are_cut(registry_factory, 
     async with registry_factory(entry("Ping", name="a"), entry("Ping", name="b")) as registry:
         results = await registry.fire("ping")
         assert {r.plugin for r in results} == {"a", "b"}
-        errors = registry.metadata_for("a")["errors"] + registry.metadata_for("b")["errors"]
+        errors = (
+            plain(registry.metadata_for("a"))["errors"]
+            + plain(registry.metadata_for("b"))["errors"]
+        )
     assert all(r.status == "success" for r in results)
     assert any(e["stage"] == "emit" and "loop" in e["message"] for e in errors)
     assert "EmitLoopError" in repr(results) or any("EmitLoopError" in e["message"] for e in errors)
@@ -372,11 +379,11 @@ async def test_registry_state_changes_are_published_with_increasing_seq(
     async with registry_factory(entry("Echo")) as registry:
         with registry.bus.subscribe() as subscription:
             await registry.fire("post_plan")
-            await registry.set_enabled("echo", False)
+            plain(await registry.set_enabled("echo", False))
             batch = subscription.drain()
     assert [type(m).__name__ for m in batch] == ["HookSample", "StateChange"]
     assert batch[0].seq < batch[1].seq
-    assert batch[1].plugin["state"] == "disabled" and "hook_history" not in batch[1].plugin
+    assert batch[1].plugin.state == "disabled" and "hook_history" not in plain(batch[1].plugin)
 
 
 async def test_registry_unparsable_manifest_at_start_is_reported_and_not_overwritten(
@@ -387,7 +394,7 @@ async def test_registry_unparsable_manifest_at_start_is_reported_and_not_overwri
     async with PluginRegistry(path, settings) as registry:
         assert registry.names() == [] and "not valid YAML" in registry.config_errors[0]
         with pytest.raises(ManifestError, match="failed to load"):
-            await registry.install("agent_pm.plugins.builtin.nothing:X")
+            plain(await registry.install("agent_pm.plugins.builtin.nothing:X"))
     assert path.read_text() == "- name: [broken\n"
 
 
@@ -396,7 +403,7 @@ async def test_registry_manifest_hooks_override_the_class_hooks(registry_factory
     async with registry_factory(*manifest) as registry:
         assert await registry.fire("post_plan") == []
         assert [r.value for r in await registry.fire("pre_plan")] == ["pre"]
-        typo = registry.metadata_for("typo")
+        typo = plain(registry.metadata_for("typo"))
     assert typo["state"] == "invalid"
     assert "'pre_pln' (Echo does not declare it in its hooks)" in typo["error"]
 
@@ -437,7 +444,7 @@ async def test_registry_disable_waits_for_in_flight_calls_before_on_disable(
         async with anyio.create_task_group() as group:
             group.start_soon(lambda: registry.fire("post_plan", entered=entered, release=release))
             await entered.wait()
-            await registry.set_enabled("slow", False)  # returns while the call still runs
+            plain(await registry.set_enabled("slow", False))  # returns while the call still runs
             assert log == [] and await registry.fire("post_plan") == []
             release.set()
         with anyio.fail_after(5):

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import (
     LifecycleError,
@@ -35,12 +36,12 @@ async def test_reload_applies_only_differences(manifest: Path, settings: Setting
         echo, lifecycle = registry.get("echo"), registry.get("lifecycle")
         configured = registry.get("configured")
         manifest.write_text(MANIFEST.replace('"#one"', '"#two"'))
-        await registry.reload()
+        plain(await registry.reload())
         assert registry.get("echo") is echo and registry.get("lifecycle") is lifecycle
         assert registry.get("configured") is not configured
         # Telemetry of every plugin, changed or not, is kept.
         for name in ("echo", "lifecycle", "configured"):
-            assert registry.metadata_for(name)["hook_stats"]["post_plan"]["invocations"] == 1
+            assert plain(registry.metadata_for(name))["hook_stats"]["post_plan"]["invocations"] == 1
         results = {r.plugin: r.value for r in await registry.fire("post_plan")}
         assert results["configured"] == {"channel": "#two", "retries": 3}
         assert [m for _, m in Lifecycle.calls] == ["on_enable", "on_reload"]
@@ -50,8 +51,8 @@ async def test_reload_announces_only_changed_plugins(manifest: Path, settings: S
     async with PluginRegistry(manifest, settings) as registry:
         manifest.write_text(MANIFEST.replace('"#one"', '"#two"'))
         with registry.bus.subscribe() as subscription:
-            await registry.reload()
-            names = [m.plugin["name"] for m in subscription.drain()]
+            plain(await registry.reload())
+            names = [m.plugin.name for m in subscription.drain()]
         assert names == ["configured"]
 
 
@@ -78,12 +79,12 @@ async def test_reload_rejects_an_invalid_edit_and_keeps_running(
         revision, digest = registry.revision, registry.manifest_digest
         manifest.write_text(edit)
         with pytest.raises(ManifestError):
-            await registry.reload()
+            plain(await registry.reload())
         assert reason in " ".join(registry.config_errors)
         assert {name: registry.get(name) for name in registry.names()} == before
         assert registry.revision == revision and registry.manifest_digest == digest
         manifest.write_text(MANIFEST.replace('"#one"', '"#two"'))
-        await registry.reload()
+        plain(await registry.reload())
         assert registry.config_errors == []
         assert registry.get("echo") is before["echo"]
 
@@ -93,11 +94,11 @@ async def test_reload_keeps_an_entry_that_was_already_invalid(
 ) -> None:
     path = write_manifest(MANIFEST + "- name: broken\n  module: not a module path\n")
     async with PluginRegistry(path, settings) as registry:
-        assert registry.metadata_for("broken")["state"] == "invalid"
+        assert plain(registry.metadata_for("broken"))["state"] == "invalid"
         path.write_text(path.read_text().replace('"#one"', '"#two"'))
-        await registry.reload()
+        plain(await registry.reload())
         assert registry.config_errors == []
-        assert registry.metadata_for("configured")["config"] == {"channel": "#two"}
+        assert plain(registry.metadata_for("configured"))["config"] == {"channel": "#two"}
 
 
 async def test_reload_retries_a_plugin_whose_start_failed(
@@ -105,10 +106,10 @@ async def test_reload_retries_a_plugin_whose_start_failed(
 ) -> None:
     Lifecycle.fail_on = "on_enable"
     async with PluginRegistry(manifest, settings) as registry:
-        assert registry.metadata_for("lifecycle")["state"] == "failed"
+        assert plain(registry.metadata_for("lifecycle"))["state"] == "failed"
         Lifecycle.fail_on = None
-        await registry.reload()
-        assert registry.metadata_for("lifecycle")["state"] == "enabled"
+        plain(await registry.reload())
+        assert plain(registry.metadata_for("lifecycle"))["state"] == "enabled"
 
 
 async def test_reload_rolls_back_when_a_running_plugins_successor_fails(
@@ -123,13 +124,13 @@ async def test_reload_rolls_back_when_a_running_plugins_successor_fails(
         manifest.write_text(edited.replace('"#one"', '"#two"'))
         Lifecycle.fail_on = "on_enable"
         with pytest.raises(LifecycleError):
-            await registry.reload()
+            plain(await registry.reload())
         assert registry.get("lifecycle") is old and registry.get("configured") is configured
         assert "lifecycle" in registry.config_errors[0]
         # The new instance that did start was stopped again.
         assert [m for _, m in Lifecycle.calls] == ["on_enable", "on_enable"]
         Lifecycle.fail_on = None
-        await registry.reload()
+        plain(await registry.reload())
         assert registry.get("lifecycle") is not old and registry.config_errors == []
 
 
@@ -137,9 +138,9 @@ async def test_reload_only_if_changed_ignores_the_registrys_own_write(
     manifest: Path, settings: Settings
 ) -> None:
     async with PluginRegistry(manifest, settings) as registry:
-        await registry.set_enabled("echo", False)
+        plain(await registry.set_enabled("echo", False))
         revision = registry.revision
-        await registry.reload(only_if_changed=True)
+        plain(await registry.reload(only_if_changed=True))
         assert registry.revision == revision
         assert [m for _, m in Lifecycle.calls] == ["on_enable"]
         assert "# operators' comment" in manifest.read_text()
@@ -152,12 +153,12 @@ async def test_write_refuses_to_overwrite_an_unapplied_outside_edit(
         external = MANIFEST.replace('"#one"', '"#external"')
         manifest.write_text(external)
         with pytest.raises(ManifestChangedError) as caught:
-            await registry.set_enabled("echo", False, revision=registry.revision)
+            plain(await registry.set_enabled("echo", False, revision=registry.revision))
         assert isinstance(caught.value, RevisionConflictError)
         assert manifest.read_text() == external
         assert registry.get("echo") is not None
-        await registry.reload(only_if_changed=True)
-        await registry.set_enabled("echo", False, revision=registry.revision)
+        plain(await registry.reload(only_if_changed=True))
+        plain(await registry.set_enabled("echo", False, revision=registry.revision))
         assert "#external" in manifest.read_text()
         assert "enabled: false" in manifest.read_text()
 
@@ -165,7 +166,7 @@ async def test_write_refuses_to_overwrite_an_unapplied_outside_edit(
 async def test_manifest_digest_follows_loads_and_writes(manifest: Path, settings: Settings) -> None:
     async with PluginRegistry(manifest, settings) as registry:
         assert registry.manifest_digest == hashlib.sha256(manifest.read_bytes()).hexdigest()
-        await registry.set_enabled("echo", False)
+        plain(await registry.set_enabled("echo", False))
         assert registry.manifest_digest == hashlib.sha256(manifest.read_bytes()).hexdigest()
 
 
@@ -176,5 +177,5 @@ async def test_manifest_digest_is_none_while_the_manifest_is_broken(
     async with PluginRegistry(path, settings) as registry:
         assert registry.manifest_digest is None and registry.config_errors
         path.write_text(MANIFEST)
-        await registry.reload(only_if_changed=True)
+        plain(await registry.reload(only_if_changed=True))
         assert registry.get("echo") is not None and registry.config_errors == []

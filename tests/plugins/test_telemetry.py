@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.plugins.telemetry import ERROR_LIMIT, HISTORY_LIMIT, HookSample, PluginTelemetry, now
 
@@ -18,12 +19,12 @@ def test_telemetry_history_keeps_the_newest_100_per_hook() -> None:
     for seq in range(1, 251):
         telemetry.add(sample(seq))
     telemetry.add(sample(251, hook="other"))
-    history = telemetry.samples()
+    history = plain(telemetry.samples())
     assert len(history["h"]) == HISTORY_LIMIT == 100
     assert [s["seq"] for s in history["h"]][:2] == [151, 152]
     assert [s["seq"] for s in history["other"]] == [251]
-    assert [s["seq"] for s in telemetry.samples("h", limit=3)["h"]] == [248, 249, 250]
-    assert telemetry.samples("h", limit=0) == {"h": []}
+    assert [s["seq"] for s in plain(telemetry.samples("h", limit=3))["h"]] == [248, 249, 250]
+    assert plain(telemetry.samples("h", limit=0)) == {"h": []}
 
 
 def test_telemetry_history_read_between_adds_stays_in_order_and_is_the_callers() -> None:
@@ -32,13 +33,13 @@ def test_telemetry_history_read_between_adds_stays_in_order_and_is_the_callers()
     for seq in range(1, 231):
         telemetry.add(sample(seq))
         if seq % 70 == 0:
-            seqs = [s["seq"] for s in telemetry.samples("h")["h"]]
+            seqs = [s["seq"] for s in plain(telemetry.samples("h"))["h"]]
     assert seqs == list(range(111, 211))
-    first = telemetry.samples()["h"]
+    first = plain(telemetry.samples())["h"]
     first[0]["status"] = "edited"
     assert [s["seq"] for s in first] == list(range(131, 231))
-    assert telemetry.samples()["h"][0]["status"] == "success"
-    assert telemetry.samples("missing") == {"missing": []}
+    assert plain(telemetry.samples())["h"][0]["status"] == "success"
+    assert plain(telemetry.samples("missing")) == {"missing": []}
 
 
 def test_telemetry_stats_count_each_status() -> None:
@@ -46,12 +47,13 @@ def test_telemetry_stats_count_each_status() -> None:
     statuses = ["success", "error", "timeout", "skipped", "deadline", "success"]
     for seq, status in enumerate(statuses, 1):
         telemetry.add(sample(seq, status, ms=2.0 * seq))
-    stats = telemetry.stats["h"].as_dict()
+    stats = plain(telemetry.stats["h"].info())
     assert stats == {
         "invocations": 6,
         "failures": 1,
         "timeouts": 1,
         "skipped": 1,
+        "quarantined": 0,
         "deadlines": 1,
         "total_duration_ms": 42.0,
         "last_duration_ms": 12.0,
@@ -74,6 +76,6 @@ async def test_telemetry_hook_history_is_capped_through_the_registry(registry_fa
         for _ in range(105):
             await registry.fire("pre_plan")
         history = registry.history("echo", "pre_plan")["pre_plan"]
-        stats = registry.metadata_for("echo")["hook_stats"]["pre_plan"]
+        stats = plain(registry.metadata_for("echo"))["hook_stats"]["pre_plan"]
     assert len(history) == 100 and stats["invocations"] == 105
-    assert [s["seq"] for s in history] == sorted(s["seq"] for s in history)
+    assert [s.seq for s in history] == sorted(s.seq for s in history)

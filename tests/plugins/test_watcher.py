@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import RevisionConflictError
 from agent_pm.plugins import PluginRegistry, StateChange
@@ -57,9 +58,9 @@ async def state_change(registry: PluginRegistry, name: str, **expected: Any) -> 
         while True:
             for message in await subscription.receive():
                 if isinstance(message, StateChange) and all(
-                    message.plugin.get(k) == v for k, v in expected.items()
+                    plain(message.plugin).get(k) == v for k, v in expected.items()
                 ):
-                    return message.plugin
+                    return plain(message.plugin)
 
 
 async def until(watcher: ManifestWatcher, condition: Callable[[], object]) -> None:
@@ -124,8 +125,8 @@ async def test_watcher_ignores_the_registrys_own_writes(
     registry: PluginRegistry, watcher: ManifestWatcher
 ) -> None:
     revision = registry.revision
-    await registry.set_enabled("echo", False)
-    await registry.update_config("configured", {"channel": "#own"})
+    plain(await registry.set_enabled("echo", False))
+    plain(await registry.update_config("configured", {"channel": "#own"}))
     await until(watcher, lambda: watcher.seen == registry.manifest_digest)
     assert await watcher.check() is False
     assert registry.revision == revision + 2
@@ -141,7 +142,7 @@ async def test_watcher_leaves_plugins_running_while_the_file_is_missing(
     assert registry.get("echo") is not None
     registry.manifest_path.write_text(MANIFEST.replace("#one", "#back"))
     assert await watcher.check() is True
-    assert registry.metadata_for("configured")["config"] == {"channel": "#back"}
+    assert plain(registry.metadata_for("configured"))["config"] == {"channel": "#back"}
 
 
 async def test_watcher_edit_racing_an_api_write_loses_nothing(
@@ -153,9 +154,9 @@ async def test_watcher_edit_racing_an_api_write_loses_nothing(
     await state_change(registry, "configured", config={"channel": "#external"})
     assert registry.revision > revision
     with pytest.raises(RevisionConflictError):
-        await registry.update_config("configured", {"channel": "#api"}, revision=revision)
+        plain(await registry.update_config("configured", {"channel": "#api"}, revision=revision))
     assert registry.manifest_path.read_text() == external
-    assert registry.metadata_for("configured")["config"] == {"channel": "#external"}
+    assert plain(registry.metadata_for("configured"))["config"] == {"channel": "#external"}
 
 
 async def test_watch_manifest_stops_when_asked(registry: PluginRegistry) -> None:

@@ -138,7 +138,8 @@ def test_windows_memory_is_fixed_whatever_the_traffic() -> None:
     recorder, clock = recorder_at()
 
     def counter_bytes() -> int:
-        arrays = [recorder._total] + [a for t in recorder._tiers for a in (t.counts, t.epochs)]
+        arrays = [recorder._total, recorder._recent, recorder._counts]
+        arrays += [tier.epochs for tier in recorder._tiers]
         return sum(a.itemsize * len(a) for a in arrays)
 
     assert counter_bytes() == RECORDER_BYTES
@@ -198,3 +199,43 @@ def test_window_merge_of_two_recorders_equals_recording_both_streams_in_one(even
     assert first.snapshot() == both.snapshot()
     for window in ("1m", "5m", "1h", "24h", "all"):
         assert first.stats(window) == both.stats(window)
+
+
+def test_windows_recent_sums_follow_the_five_minute_window_as_time_moves() -> None:
+    recorder, clock = recorder_at()
+    for _ in range(3):
+        recorder.record("error", 500.0)
+    clock.advance(150)
+    recorder.record("success", 1.0)
+    recorder.record("skipped", 0.0)
+    recorder.record("quarantined", 0.0)
+    recent = recorder.recent(slow_ms=100.0)
+    assert recent == (6, 4, 3, 1, 1, 3)
+    assert recorder.stats("5m").calls == 6
+    clock.advance(160)  # the three errors' bucket has left the window
+    recent = recorder.recent(slow_ms=100.0)
+    assert (recent.calls, recent.failed, recent.slow) == (3, 0, 0)
+    assert recorder.stats("5m").counts == StatusCounts(success=1, skipped=1, quarantined=1)
+    clock.advance(300)
+    assert recorder.recent(slow_ms=100.0).calls == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 900), st.booleans()), max_size=40))
+def test_windows_recent_sums_equal_the_sum_of_their_buckets(steps) -> None:
+    recorder, clock = recorder_at()
+    for seconds, failed in steps:
+        clock.advance(seconds)
+        recorder.record("error" if failed else "success", 3.0)
+        fresh = WindowRecorder.from_snapshots([recorder.snapshot()], clock)
+        assert recorder.recent(1.0) == fresh.recent(1.0)
+        assert recorder.stats("5m") == fresh.stats("5m")
+
+
+def test_window_statuses_are_the_hook_statuses_in_order() -> None:
+    from typing import get_args
+
+    from agent_pm.plugins.telemetry import Status
+    from agent_pm.plugins.windows import STATUSES
+
+    assert get_args(Status) == STATUSES

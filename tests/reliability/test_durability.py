@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import ManifestError
 from agent_pm.plugins.manifest import Manifest
@@ -88,9 +89,9 @@ async def test_durability_failed_write_rolls_back_memory_and_disk(
 
         monkeypatch.setattr(os, failing, no_space)
         with pytest.raises(ManifestError, match="No space left on device"):
-            await registry.set_enabled("lifecycle", True)
+            plain(await registry.set_enabled("lifecycle", True))
         monkeypatch.undo()
-        meta = registry.metadata_for("lifecycle")
+        meta = plain(registry.metadata_for("lifecycle"))
         assert (meta["enabled"], meta["active"], meta["state"]) == (False, False, "disabled")
         assert registry.revision == revision
         assert path.read_bytes() == before

@@ -10,6 +10,7 @@ import time
 
 import anyio
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.server import tune_interpreter
 from tests.fixtures.faulty import BusySync
@@ -45,7 +46,7 @@ async def test_faults_broken_plugins_load_as_invalid_or_failed(registry_factory,
             entry("Echo"),
         ]
         async with registry_factory(*manifest) as registry:
-            states = {m["name"]: m["state"] for m in registry.list_metadata()}
+            states = {m["name"]: m["state"] for m in plain(registry.list_metadata())}
             [result] = await registry.fire("post_plan")
     finally:
         Lifecycle.fail_on = None
@@ -155,7 +156,7 @@ async def test_faults_unserialisable_values_and_emit_loops_are_contained(registr
     async with registry_factory(*manifest) as registry:
         [value] = await registry.fire("post_plan")
         results = await registry.fire("echo_back")
-        errors = [e for name in ("a", "b") for e in registry.metadata_for(name)["errors"]]
+        errors = [e for name in ("a", "b") for e in plain(registry.metadata_for(name))["errors"]]
     assert value.status == "success" and "lock" in value.value
     assert [r.status for r in results] == ["success", "success"]
     assert any(e["stage"] == "emit" for e in errors)
@@ -180,6 +181,6 @@ async def test_faults_non_daemon_thread_plugin_cycles_back_to_baseline(
 
 
 async def cycle(registry, name: str) -> None:
-    await registry.set_enabled(name, False)
-    await registry.set_enabled(name, True)
-    await registry.reload_plugin(name)
+    plain(await registry.set_enabled(name, False))
+    plain(await registry.set_enabled(name, True))
+    plain(await registry.reload_plugin(name))

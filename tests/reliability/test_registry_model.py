@@ -12,6 +12,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from msgspec import to_builtins as plain
 
 from agent_pm.errors import PluginExistsError, PluginNotFoundError, RevisionConflictError
 from agent_pm.plugins import PluginRegistry
@@ -110,7 +111,7 @@ class RegistryModel(RuleBasedStateMachine):
     def registry_manifest_and_model_agree(self) -> None:
         registry = {
             m["name"]: {"enabled": m["enabled"], "config": m["config"]}
-            for m in self.registry.list_metadata(history=False)
+            for m in plain(self.registry.list_metadata(history=False))
         }
         on_disk = {
             item.entry.name: {"enabled": item.entry.enabled, "config": item.entry.config}
@@ -118,7 +119,9 @@ class RegistryModel(RuleBasedStateMachine):
             if item.entry is not None
         }
         assert registry == on_disk == self.model
-        active = {m["name"] for m in self.registry.list_metadata(history=False) if m["active"]}
+        active = {
+            m["name"] for m in plain(self.registry.list_metadata(history=False)) if m["active"]
+        }
         assert active == {name for name, m in self.model.items() if m["enabled"]}
         assert "# operators' notes survive every write" in self.path.read_text()
 

@@ -13,6 +13,7 @@ import pytest
 
 from agent_pm.plugins.bus import Lagged, StateChange, Subscription
 from agent_pm.plugins.cluster.node import ClusterNode
+from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.telemetry import HookSample, now
 from agent_pm.settings import Settings
 from tests.fixtures.redis import RedisServer
@@ -80,10 +81,10 @@ async def test_cluster_bus_resumes_since_a_seq_seen_on_another_node(
 async def test_cluster_bus_carries_state_messages(redis_settings: Settings) -> None:
     async with node(redis_settings, "a") as a, node(redis_settings, "b") as b:
         with b.bus.subscribe() as on_b:
-            a.bus.publish(StateChange(a.bus.next_seq(), {"name": "p", "state": "enabled"}))
+            a.bus.publish(StateChange(a.bus.next_seq(), PluginInfo(name="p", state="enabled")))
             [message] = await take(on_b, 1)
     assert isinstance(message, StateChange)
-    assert message.plugin == {"name": "p", "state": "enabled"} and message.node == "a"
+    assert message.plugin == PluginInfo(name="p", state="enabled") and message.node == "a"
 
 
 async def test_cluster_bus_outbox_drops_its_oldest_when_full(redis_settings: Settings) -> None:

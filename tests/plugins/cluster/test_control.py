@@ -44,12 +44,12 @@ async def applied(node: ClusterNode, registry: PluginRegistry, plugin: str, stat
     it does once the change and its revision are in place; subscribed before looking at the
     registry, so an announcement cannot slip in between."""
     with anyio.fail_after(30), node.bus.subscribe(plugins=[plugin]) as subscription:
-        if registry.metadata_for(plugin, history=False)["state"] == state and not _busy(node):
+        if registry.metadata_for(plugin).state == state and not _busy(node):
             return
         while True:
             for message in await subscription.receive():
                 mine = isinstance(message, StateChange) and message.node == node.name
-                if mine and message.plugin.get("state") == state:
+                if mine and message.plugin.state == state:
                     return
 
 
@@ -120,7 +120,7 @@ async def test_control_without_redis_refuses_to_commit_and_converges_after(
         before = (tmp_path / "a" / "plugins.yaml").read_bytes()
         with pytest.raises(ClusterUnavailableError):
             await a.set_enabled("echo", False)
-        assert a.metadata_for("echo")["active"]
+        assert a.metadata_for("echo").active
         assert (tmp_path / "a" / "plugins.yaml").read_bytes() == before
         assert [r.status for r in await a.fire("post_plan")] == ["success"]  # no Redis needed
         server.start()
