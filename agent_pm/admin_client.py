@@ -21,6 +21,7 @@ import msgspec
 from agent_pm.audit import CLI_USER_AGENT, Actor, AuditLog
 from agent_pm.audited import AuditedAdmin
 from agent_pm.plugins.failures import FailureFilter, parse_since
+from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.replay import replay_effect
 from agent_pm.settings import Settings
@@ -78,6 +79,8 @@ class AdminClient(Protocol):
     def replay(self, name: str, query: FailureQuery, *, dry_run: bool) -> dict[str, Any]: ...
     def replay_one(self, name: str, failure_id: int, *, force: bool) -> dict[str, Any]: ...
     def audit(self, since: str | None, limit: int | None) -> list[dict[str, Any]]: ...
+    def stats(self, name: str, window: str, hook: str | None) -> dict[str, Any]: ...
+    def reset_quarantine(self, name: str, hook: str | None) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -109,7 +112,7 @@ class FileClient:
     def list_plugins(self) -> dict[str, Any]:
         async def read(registry: PluginRegistry) -> dict[str, Any]:
             return {
-                "plugins": registry.list_metadata(history=False),
+                "plugins": [_plain(info) for info in registry.list_metadata()],
                 "revision": registry.revision,
                 "config_errors": list(registry.config_errors),
             }
@@ -118,23 +121,30 @@ class FileClient:
 
     def get(self, name: str) -> dict[str, Any]:
         async def read(registry: PluginRegistry) -> dict[str, Any]:
-            return registry.metadata_for(name, history=False)
+            return _plain(registry.metadata_for(name))
 
         return self._run(read)
 
     def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]:
-        return self._admin(lambda admin: admin.set_enabled(name, enabled))
+        async def set_enabled(admin: AuditedAdmin) -> dict[str, Any]:
+            return _plain(await admin.set_enabled(name, enabled))
+
+        return self._admin(set_enabled)
 
     def reload(self, name: str | None) -> dict[str, Any]:
         async def reload(admin: AuditedAdmin) -> dict[str, Any]:
             if name is not None:
-                return {"plugin": await admin.reload_plugin(name)}
-            return {"plugins": await admin.reload(), "revision": admin.registry.revision}
+                return {"plugin": _plain(await admin.reload_plugin(name))}
+            plugins = [_plain(info) for info in await admin.reload()]
+            return {"plugins": plugins, "revision": admin.registry.revision}
 
         return self._admin(reload)
 
     def update_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
-        return self._admin(lambda admin: admin.update_config(name, config))
+        async def update(admin: AuditedAdmin) -> dict[str, Any]:
+            return _plain(await admin.update_config(name, config))
+
+        return self._admin(update)
 
     def discover(self) -> list[dict[str, Any]]:
         async def discover(registry: PluginRegistry) -> list[dict[str, Any]]:
@@ -147,9 +157,9 @@ class FileClient:
     ) -> dict[str, Any]:
         async def install(admin: AuditedAdmin) -> dict[str, Any]:
             if entry_point is not None:
-                return await admin.install_entry_point(entry_point, **options)
+                return _plain(await admin.install_entry_point(entry_point, **options))
             assert module is not None
-            return await admin.install(module, **options)
+            return _plain(await admin.install(module, **options))
 
         return self._admin(install)
 
@@ -212,6 +222,12 @@ class FileClient:
 
         return self._admin(replay)
 
+    def stats(self, name: str, window: str, hook: str | None) -> dict[str, Any]:
+        raise AdminError(_NEEDS_SERVER.format(what="windowed stats"))
+
+    def reset_quarantine(self, name: str, hook: str | None) -> dict[str, Any]:
+        raise AdminError(_NEEDS_SERVER.format(what="quarantine"))
+
     def close(self) -> None:
         """Nothing stays open between operations."""
 
@@ -221,6 +237,18 @@ def _os_user() -> str:
         return f"os:{getpass.getuser()}"
     except (OSError, KeyError):  # no user name for this uid (a bare container)
         return f"os:uid-{os.getuid()}"
+
+
+_NEEDS_SERVER = (
+    "{what} live in a running server, not in the manifest file: pass --url (or set"
+    " PLUGINS_API_URL) to ask one"
+)
+
+
+def _plain(metadata: PluginInfo) -> dict[str, Any]:
+    """Typed metadata as the JSON-shaped mapping the REST API answers with."""
+    plain: dict[str, Any] = msgspec.to_builtins(metadata)
+    return plain
 
 
 class HttpClient:
@@ -340,6 +368,17 @@ class HttpClient:
         query = {key: value for key, value in params.items() if value is not None}
         records: list[dict[str, Any]] = self._call("GET", "/audit", params=query)["records"]
         return records
+
+    def stats(self, name: str, window: str, hook: str | None) -> dict[str, Any]:
+        params = {"window": window, **({"hook": hook} if hook else {})}
+        data: dict[str, Any] = self._call("GET", f"/plugins/{name}/stats", params=params)
+        return data
+
+    def reset_quarantine(self, name: str, hook: str | None) -> dict[str, Any]:
+        params = {"hook": hook} if hook else None
+        path = f"/plugins/{name}/quarantine/reset"
+        plugin: dict[str, Any] = self._call("POST", path, params=params)["plugin"]
+        return plugin
 
     def close(self) -> None:
         self._client.close()

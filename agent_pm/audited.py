@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
+import msgspec
 
 from agent_pm.audit import Actor, AuditLog, AuditMessage, Outcome
 from agent_pm.errors import AgentPMError, PluginNotFoundError
 from agent_pm.plugins import context
+from agent_pm.plugins.info import PluginInfo
 
 if TYPE_CHECKING:
     from agent_pm.plugins.registry import PluginRegistry
@@ -55,14 +57,15 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any],
     )
 
 
-def _tracked(metadata: Metadata) -> Metadata:
+def _tracked(info: PluginInfo) -> Metadata:
+    metadata = msgspec.to_builtins(info)
     return {key: metadata[key] for key in TRACKED if key in metadata}
 
 
 def snapshot(registry: PluginRegistry, plugin: str | None) -> Metadata:
     """The masked metadata an action on ``plugin`` (every plugin for ``None``) may change."""
     if plugin is None:
-        return {m["name"]: _tracked(m) for m in registry.list_metadata(history=False)}
+        return {m.name: _tracked(m) for m in registry.list_metadata(history=False)}
     try:
         return _tracked(registry.metadata_for(plugin, history=False))
     except PluginNotFoundError:
@@ -83,42 +86,54 @@ class AuditedAdmin:
         self.log = log
         self.actor = actor
 
-    async def set_enabled(self, name: str, enabled: bool, **options: Any) -> Metadata:
+    async def set_enabled(self, name: str, enabled: bool, **options: Any) -> PluginInfo:
         action = "enable" if enabled else "disable"
         return await self.run(
             action, name, lambda: self.registry.set_enabled(name, enabled, **options)
         )
 
-    async def update_config(self, name: str, config: dict[str, Any], **options: Any) -> Metadata:
+    async def update_config(self, name: str, config: dict[str, Any], **options: Any) -> PluginInfo:
         return await self.run(
             "update_config", name, lambda: self.registry.update_config(name, config, **options)
         )
 
-    async def reload_plugin(self, name: str, **options: Any) -> Metadata:
+    async def reload_plugin(self, name: str, **options: Any) -> PluginInfo:
         return await self.run("reload", name, lambda: self.registry.reload_plugin(name, **options))
 
     async def remove(self, name: str, **options: Any) -> None:
         await self.run("remove", name, lambda: self.registry.remove(name, **options))
 
-    async def reload(self, **options: Any) -> list[Metadata]:
+    async def reload(self, **options: Any) -> list[PluginInfo]:
         return await self.run("reload_all", None, lambda: self.registry.reload(**options))
 
-    async def install(self, module: str, **options: Any) -> Metadata:
+    async def reset_quarantine(self, name: str, hook: str | None = None) -> PluginInfo:
+        """Close ``name``'s breakers (or only ``hook``'s); records the breaker states after."""
+
+        async def reset() -> PluginInfo:
+            return self.registry.reset_quarantine(name, hook)
+
+        def effect(info: PluginInfo) -> dict[str, Any]:
+            closed = {h: b for h, b in info.quarantine.items() if hook is None or h == hook}
+            return {f"quarantine.{h}": breaker.state for h, breaker in closed.items()}
+
+        return await self.run("reset_quarantine", name, reset, effect=effect)
+
+    async def install(self, module: str, **options: Any) -> PluginInfo:
         return await self._install(lambda: self.registry.install(module, **options), options)
 
-    async def install_entry_point(self, entry_point: str, **options: Any) -> Metadata:
+    async def install_entry_point(self, entry_point: str, **options: Any) -> PluginInfo:
         operation = lambda: self.registry.install_entry_point(entry_point, **options)  # noqa: E731
         return await self._install(operation, options)
 
     async def _install(
-        self, operation: Callable[[], Awaitable[Metadata]], options: dict[str, Any]
-    ) -> Metadata:
+        self, operation: Callable[[], Awaitable[PluginInfo]], options: dict[str, Any]
+    ) -> PluginInfo:
         # The name may come from the plugin class, known only once it is imported.
         named: list[str] = []
 
-        async def install() -> Metadata:
+        async def install() -> PluginInfo:
             metadata = await operation()
-            named.append(metadata["name"])
+            named.append(metadata.name)
             return metadata
 
         return await self.run("install", options.get("name"), install, named=named, new=True)

@@ -134,8 +134,10 @@ def describe(message: Message) -> str:
         return f"{line}  {message.error}" if message.error else line
     if isinstance(message, StateChange):
         plugin = message.plugin
-        line = f"#{message.seq}  {plugin.get('name')}  state={plugin.get('state')}"
-        return f"{line}  {plugin['error']}" if plugin.get("error") else line
+        line = f"#{message.seq}  {plugin.name}  state={plugin.state}"
+        if plugin.state != "removed":
+            line += f"  health={plugin.health.state} ({plugin.health.reason})"
+        return f"{line}  {plugin.error}" if plugin.error else line
     if isinstance(message, Lagged):
         return f"#{message.seq}  ... {message.missed} messages missed (the stream fell behind)"
     if isinstance(message, Hello):

@@ -85,7 +85,33 @@ def _row(plugin: dict[str, Any]) -> list[str]:
     total_ms = sum(s["total_duration_ms"] for s in stats)
     average = f"{total_ms / calls:.1f}" if calls else "-"
     hooks = ",".join(plugin.get("hooks", [])) or "-"
-    return [plugin["name"], plugin["state"], hooks, str(calls), str(failures), average]
+    health = plugin.get("health", {}).get("state", "-")
+    error_ratio, p95 = _recent(plugin.get("hook_windows", {}).values())
+    return [
+        plugin["name"],
+        plugin["state"],
+        health,
+        hooks,
+        str(calls),
+        str(failures),
+        average,
+        error_ratio,
+        p95,
+    ]
+
+
+def _recent(windows: Iterable[dict[str, Any]]) -> tuple[str, str]:
+    """The error ratio over every hook of a plugin and its slowest hook's p95, as printed."""
+    ran = failed = 0
+    p95s = []
+    for window in windows:
+        counts = window["counts"]
+        ran += counts["success"] + counts["error"] + counts["timeout"]
+        failed += counts["error"] + counts["timeout"]
+        if window.get("p95_ms") is not None:
+            p95s.append(window["p95_ms"])
+    ratio = f"{failed / ran:.0%}" if ran else "-"
+    return ratio, f"{max(p95s):.1f}" if p95s else "-"
 
 
 def _warnings(plugin: dict[str, Any]) -> Iterable[str]:
@@ -97,6 +123,9 @@ def _warnings(plugin: dict[str, Any]) -> Iterable[str]:
     elif plugin.get("errors"):
         last = plugin["errors"][-1]
         yield f"warning: {name}: last error ({last['stage']}): {last['message']}"
+    health = plugin.get("health") or {}
+    if health.get("state") in ("degraded", "failing", "quarantined"):
+        yield f"warning: {name} is {health['state']}: {health.get('reason')}"
     blocks = plugin.get("loop_blocks") or {}
     worst = blocks.get("worst") or []
     if worst and worst[0]["ms"] >= blocks["warn_ms"]:
@@ -153,7 +182,7 @@ def _print_plugins(plugins: list[dict[str, Any]], out: TextIO) -> None:
     if not plugins:
         out.write("no plugins in the manifest\n")
         return
-    headers = ("NAME", "STATE", "HOOKS", "CALLS", "FAILED", "AVG MS")
+    headers = ("NAME", "STATE", "HEALTH", "HOOKS", "CALLS", "FAILED", "AVG MS", "ERR 5M", "P95 5M")
     out.write(format_table(headers, [_row(plugin) for plugin in plugins]) + "\n")
 
 
@@ -317,6 +346,72 @@ def _replay(args: argparse.Namespace, client: AdminClient, out: TextIO, err: Tex
     return 1 if report["failed"] else 0
 
 
+_SPARK = " ▁▂▃▄▅▆▇█"
+_STATUSES = ("success", "error", "timeout", "skipped", "quarantined")
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """``values`` as a row of block characters, the largest one full height."""
+    top = max(values, default=0) or 1
+    return "".join(_SPARK[round(v / top * (len(_SPARK) - 1))] for v in values)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _stats(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    data = client.stats(args.name, args.window, args.hook)
+    if args.json:
+        _print_json(data, out)
+        return 0
+    health = data["health"]
+    out.write(f"{data['plugin']}: {health['state']} ({health['reason']})\n")
+    out.write(f"window {data['window']}, {data['points']} points per series\n")
+    headers = (
+        *("HOOK", "HEALTH", "CALLS", "RATE/S", "OK", "ERR", "TIMEOUT", "SKIP", "QUAR"),
+        *("ERR %", "P50 MS", "P95 MS", "P99 MS", "QUARANTINE", "CALLS OVER TIME"),
+    )
+    rows = []
+    for hook, view in data["hooks"].items():
+        stats, counts = view["stats"], view["stats"]["counts"]
+        quarantine = view.get("quarantine") or {}
+        rows.append(
+            [
+                hook,
+                (view.get("health") or {}).get("state", "-"),
+                str(stats["calls"]),
+                f"{stats['rate']:.2f}",
+                *(
+                    str(counts[k])
+                    for k in ("success", "error", "timeout", "skipped", "quarantined")
+                ),
+                f"{stats['error_ratio']:.1%}",
+                _ms(stats["p50_ms"]),
+                _ms(stats["p95_ms"]),
+                _ms(stats["p99_ms"]),
+                quarantine.get("state", "off"),
+                sparkline([point["calls"] for point in view["series"]]),
+            ]
+        )
+    out.write(format_table(headers, rows) + "\n" if rows else "no hooks\n")
+    for hook, view in data["hooks"].items():
+        quarantine = view.get("quarantine") or {}
+        if quarantine.get("state") in ("open", "probing"):
+            err.write(f"warning: {data['plugin']}.{hook} quarantined: {quarantine['reason']}\n")
+    return 0
+
+
+def _quarantine(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    metadata = client.reset_quarantine(args.name, args.hook)
+    if args.json:
+        _print_json(metadata, out)
+    else:
+        scope = f"{args.name}.{args.hook}" if args.hook else args.name
+        out.write(f"reset quarantine of {scope} (health: {metadata['health']['state']})\n")
+    return 0
+
+
 Command = Callable[[argparse.Namespace, AdminClient, TextIO, TextIO], int]
 COMMANDS: dict[str, Command] = {
     "list": _list,
@@ -329,6 +424,8 @@ COMMANDS: dict[str, Command] = {
     "remove": _remove,
     "failures": _failures,
     "replay": _replay,
+    "stats": _stats,
+    "quarantine": _quarantine,
 }
 
 

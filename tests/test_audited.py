@@ -143,7 +143,7 @@ async def test_an_unwritable_log_never_fails_the_operation(
     blocked.write_text("not a directory")
     admin = AuditedAdmin(registry, AuditLog(blocked), ACTOR)
     metadata = await admin.set_enabled("configured", True)
-    assert metadata["active"] is True
+    assert metadata.active is True
     assert "audit record of enable configured not written" in caplog.text
 
 

@@ -7,6 +7,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
@@ -21,7 +22,7 @@ async def test_bundled_manifest_loads_with_missing_secrets_reported(
     monkeypatch.chdir(tmp_path)  # the plugins' data files go under data/ of the working directory
     manifest = shutil.copy(BUNDLED, tmp_path / "plugins.yaml")
     async with PluginRegistry(manifest, Settings.from_env({})) as registry:
-        meta = {m["name"]: m for m in registry.list_metadata()}
+        meta = {m["name"]: m for m in plain(registry.list_metadata())}
         results = await registry.fire("post_plan", plan={"title": "Ship the plugin platform"})
     assert {name: m["state"] for name, m in meta.items()} == {
         "ticket_automation": "enabled",

@@ -90,8 +90,11 @@ def test_list_prints_a_table_and_warnings(
     code, out, err = run(capsys, *plugins(manifest, "list"))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "STATE", "HOOKS", "CALLS", "FAILED", "AVG", "MS"]
-    assert lines[1].split()[:2] == ["echo", "enabled"]
+    assert lines[0].split() == [
+        *("NAME", "STATE", "HEALTH", "HOOKS", "CALLS", "FAILED", "AVG", "MS"),
+        *("ERR", "5M", "P95", "5M"),
+    ]
+    assert lines[1].split()[:3] == ["echo", "enabled", "idle"]
     assert "warning: broken is invalid: cannot import tests.fixtures.does_not_exist" in err
     assert "hint: secretive is missing secret(s) API_TOKEN" in err
 

@@ -17,6 +17,7 @@ from agent_pm.api.stream import Hello, StreamError
 from agent_pm.audit import AuditMessage, AuditRecord
 from agent_pm.client import Message, describe, stream, tail
 from agent_pm.plugins import HookSample, Lagged, StateChange
+from agent_pm.plugins.info import PluginInfo
 from agent_pm.settings import Settings
 from tests.api.stream_fixtures import ServeStream, StreamServer, stream_servers
 
@@ -71,7 +72,7 @@ async def test_stream_yields_typed_messages(stream_server: StreamServer) -> None
     assert isinstance(hello, Hello) and hello.epoch == stream_server.registry.bus.epoch
     assert isinstance(sample, HookSample) and isinstance(sample.timestamp, datetime)
     assert (sample.plugin, sample.hook, sample.seq) == ("echo", "pre_plan", hello.seq + 1)
-    assert isinstance(state, StateChange) and state.plugin["state"] == "disabled"
+    assert isinstance(state, StateChange) and state.plugin.state == "disabled"
 
 
 async def test_stream_filters_plugins_and_hooks(stream_server: StreamServer) -> None:
@@ -183,8 +184,8 @@ def test_describe_every_message_type() -> None:
     when = datetime(2026, 1, 2, 3, 4, 5, 678000)
     sample = HookSample(7, "echo", "post_plan", when, "error", 1.5, "boom")
     assert describe(sample) == "03:04:05.678  #7  echo.post_plan  error  1.50 ms  boom"
-    state = StateChange(8, {"name": "echo", "state": "failed", "error": "bad"})
-    assert describe(state) == "#8  echo  state=failed  bad"
+    state = StateChange(8, PluginInfo(name="echo", state="failed", error="bad"))
+    assert describe(state) == "#8  echo  state=failed  health=disabled (not enabled)  bad"
     assert "3 messages missed" in describe(Lagged(3, 9))
     assert describe(Hello(1, "abc", 2)) == "connected: epoch abc, seq 1, revision 2"
     assert describe(StreamError("nope")) == "server error: nope"

@@ -46,7 +46,9 @@ def test_readme_run_command_serves_the_bundled_manifest_with_demo_traffic(tmp_pa
             assert time.monotonic() < deadline, f"no successes yet from all plugins: {alive}"
             time.sleep(0.2)  # bounded poll of a separate process: it offers no other signal
             try:
-                response = httpx.get(f"{url}/plugins", headers={"X-API-Key": key[1]}, timeout=5)
+                response = httpx.get(
+                    f"{url}/plugins?history=100", headers={"X-API-Key": key[1]}, timeout=5
+                )
             except httpx.TransportError:
                 continue
             for plugin in response.json()["plugins"]:

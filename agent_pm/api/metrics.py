@@ -1,7 +1,8 @@
 """``/metrics``: Prometheus text exposition of hook telemetry.
 
-Counters (invocations, failures, timeouts, skipped, deadlines) come straight from the registry's
-per-hook stats, so they are exact. The duration histogram needs every sample, so
+Counters (invocations, failures, timeouts, skipped, quarantined, deadlines) come straight from
+the registry's per-hook stats, so they are exact; health and breaker states are one-hot gauges
+(1 for the current state, 0 for the others). The duration histogram needs every sample, so
 :class:`HookHistograms` folds them in from its own bounded bus subscription (a task drains it
 continuously, and each scrape drains what is left); if it ever lags, the dropped samples are
 counted, never buffered.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 from starlette.requests import Request
@@ -24,6 +25,9 @@ from starlette.routing import BaseRoute, Route
 
 from agent_pm.api.openapi import TEXT, Operation
 from agent_pm.plugins.bus import Bus, Lagged, Subscription
+from agent_pm.plugins.health import HealthState
+from agent_pm.plugins.info import PluginInfo
+from agent_pm.plugins.quarantine import BreakerState
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.telemetry import HookSample
 
@@ -37,8 +41,11 @@ _COUNTERS = (
     ("failures", "Hook invocations that raised"),
     ("timeouts", "Hook invocations cut at their timeout"),
     ("skipped", "Hook invocations skipped (missing secrets)"),
+    ("quarantined", "Hook invocations refused while the hook was quarantined"),
     ("deadlines", "Hook invocations cut when their caller's time ran out"),
 )
+_HEALTH_STATES = get_args(HealthState)
+_BREAKER_STATES = get_args(BreakerState)
 
 
 class Histogram:
@@ -100,13 +107,14 @@ def _labels(**labels: str) -> str:
     return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
 
 
-def _counters(plugins: list[dict[str, Any]]) -> Iterator[str]:
+def _counters(plugins: list[PluginInfo]) -> Iterator[str]:
     for field, help_text in _COUNTERS:
         name = f"agent_pm_hook_{field}_total"
         yield f"# HELP {name} {help_text}.\n# TYPE {name} counter\n"
         for plugin in plugins:
-            for hook, stats in plugin["hook_stats"].items():
-                yield f"{name}{_labels(plugin=plugin['name'], hook=hook)} {stats[field]}\n"
+            for hook, stats in plugin.hook_stats.items():
+                value = getattr(stats, field)
+                yield f"{name}{_labels(plugin=plugin.name, hook=hook)} {value}\n"
 
 
 def _histograms(histograms: HookHistograms) -> Iterator[str]:
@@ -125,12 +133,13 @@ def _histograms(histograms: HookHistograms) -> Iterator[str]:
     yield f"# TYPE {dropped} counter\n{dropped} {histograms.dropped}\n"
 
 
-def _gauges(registry: PluginRegistry, plugins: list[dict[str, Any]]) -> Iterator[str]:
+def _gauges(registry: PluginRegistry, plugins: list[PluginInfo]) -> Iterator[str]:
     active = "agent_pm_plugin_active"
     yield f"# HELP {active} Whether the plugin is active (1) or not (0).\n"
     yield f"# TYPE {active} gauge\n"
     for plugin in plugins:
-        yield f"{active}{_labels(plugin=plugin['name'])} {int(plugin['active'])}\n"
+        yield f"{active}{_labels(plugin=plugin.name)} {int(plugin.active)}\n"
+    yield from _health(plugins)
     yield from _workers(plugins)
     yield from _loop_blocks(plugins)
     revision = "agent_pm_registry_revision"
@@ -138,35 +147,67 @@ def _gauges(registry: PluginRegistry, plugins: list[dict[str, Any]]) -> Iterator
     yield f"# TYPE {revision} gauge\n{revision} {registry.revision}\n"
 
 
-def _workers(plugins: list[dict[str, Any]]) -> Iterator[str]:
+def _health(plugins: list[PluginInfo]) -> Iterator[str]:
+    """One-hot state gauges: exactly one series per plugin (or hook) is 1."""
+    health = "agent_pm_plugin_health"
+    yield f"# HELP {health} Plugin health: 1 for its current state, 0 for the others.\n"
+    yield f"# TYPE {health} gauge\n"
+    for plugin in plugins:
+        for state in _HEALTH_STATES:
+            labels = _labels(plugin=plugin.name, state=state)
+            yield f"{health}{labels} {int(plugin.health.state == state)}\n"
+    hook_health = "agent_pm_hook_health"
+    yield f"# HELP {hook_health} Hook health: 1 for its current state, 0 for the others.\n"
+    yield f"# TYPE {hook_health} gauge\n"
+    for plugin in plugins:
+        for hook, found in plugin.hook_health.items():
+            for state in _HEALTH_STATES:
+                labels = _labels(plugin=plugin.name, hook=hook, state=state)
+                yield f"{hook_health}{labels} {int(found.state == state)}\n"
+    breaker = "agent_pm_hook_quarantine"
+    yield f"# HELP {breaker} Hook circuit breaker: 1 for its current state, 0 for the others.\n"
+    yield f"# TYPE {breaker} gauge\n"
+    trips = "agent_pm_hook_quarantine_trips"
+    trip_lines = [f"# HELP {trips} Times the breaker opened since it last closed.\n"]
+    trip_lines.append(f"# TYPE {trips} gauge\n")
+    for plugin in plugins:
+        for hook, info in plugin.quarantine.items():
+            for state in _BREAKER_STATES:
+                labels = _labels(plugin=plugin.name, hook=hook, state=state)
+                yield f"{breaker}{labels} {int(info.state == state)}\n"
+            trip_lines.append(f"{trips}{_labels(plugin=plugin.name, hook=hook)} {info.trips}\n")
+    yield from trip_lines
+
+
+def _workers(plugins: list[PluginInfo]) -> Iterator[str]:
     isolated, restarts = "agent_pm_plugin_isolated", "agent_pm_plugin_worker_restarts_total"
     yield f"# HELP {isolated} Whether the plugin runs in a worker process (1) or inline (0).\n"
     yield f"# TYPE {isolated} gauge\n"
     for plugin in plugins:
-        running = plugin["isolation"]["mode"] != "inline"
-        yield f"{isolated}{_labels(plugin=plugin['name'])} {int(running)}\n"
+        running = plugin.isolation["mode"] != "inline"
+        yield f"{isolated}{_labels(plugin=plugin.name)} {int(running)}\n"
     yield f"# HELP {restarts} Worker processes restarted after a crash, limit or timeout.\n"
     yield f"# TYPE {restarts} counter\n"
     for plugin in plugins:
-        if plugin["isolation"]["mode"] != "inline":
-            count = plugin["isolation"]["restarts"]
-            yield f"{restarts}{_labels(plugin=plugin['name'])} {count}\n"
+        if plugin.isolation["mode"] != "inline":
+            count = plugin.isolation["restarts"]
+            yield f"{restarts}{_labels(plugin=plugin.name)} {count}\n"
 
 
-def _loop_blocks(plugins: list[dict[str, Any]]) -> Iterator[str]:
+def _loop_blocks(plugins: list[PluginInfo]) -> Iterator[str]:
     name = "agent_pm_loop_block_seconds"
     yield f"# HELP {name} How long one step of an inline async handler held the event loop.\n"
     yield f"# TYPE {name} histogram\n"
     for plugin in plugins:
-        blocks = plugin.get("loop_blocks") or {"hooks": {}, "bounds_ms": []}
+        blocks = plugin.loop_blocks or {"hooks": {}, "bounds_ms": []}
         bounds = [f"{bound / 1000:g}" for bound in blocks["bounds_ms"]] + ["+Inf"]
         for hook, seen in blocks["hooks"].items():
             cumulative = 0
             for bound, count in zip(bounds, seen["counts"], strict=True):
                 cumulative += count
-                labels = _labels(plugin=plugin["name"], hook=hook, le=bound)
+                labels = _labels(plugin=plugin.name, hook=hook, le=bound)
                 yield f"{name}_bucket{labels} {cumulative}\n"
-            labels = _labels(plugin=plugin["name"], hook=hook)
+            labels = _labels(plugin=plugin.name, hook=hook)
             yield f"{name}_sum{labels} {seen['total_ms'] / 1000}\n"
             yield f"{name}_count{labels} {cumulative}\n"
 
@@ -174,7 +215,7 @@ def _loop_blocks(plugins: list[dict[str, Any]]) -> Iterator[str]:
 def render(registry: PluginRegistry, histograms: HookHistograms) -> str:
     """The exposition text for the current state."""
     histograms.drain()
-    plugins = registry.list_metadata(history=False)
+    plugins = registry.list_metadata()
     return "".join([*_gauges(registry, plugins), *_counters(plugins), *_histograms(histograms)])
 
 

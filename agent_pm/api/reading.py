@@ -67,11 +67,12 @@ def decode_reason(exc: Exception) -> str:
 
 
 def expected_revision(request: Request) -> int | None:
-    """The revision of ``If-Match`` (a number, quoted or not); ``None`` without the header."""
+    """The revision of ``If-Match`` (a number, quoted or not, or a listing's
+    ``"<revision>.<digest>"`` ETag); ``None`` without the header."""
     raw = request.headers.get("if-match")
     if raw is None or raw.strip() == "*":
         return None
-    revision = natural(raw.strip().removeprefix("W/").strip('"'))
+    revision = natural(raw.strip().removeprefix("W/").strip('"').partition(".")[0])
     if revision is None:
         raise HTTPException(400, "If-Match must be a registry revision number")
     return revision

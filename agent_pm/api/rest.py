@@ -20,6 +20,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from agent_pm.api.errors import JSONResponse
+from agent_pm.api.health_routes import STATS_QUERY, plugin_stats, reset_quarantine
+from agent_pm.api.listing import LISTING_QUERY, list_plugins, query_window
 from agent_pm.api.openapi import Operation
 from agent_pm.api.reading import (
     decode,
@@ -39,6 +41,7 @@ from agent_pm.api.schemas import (
     PluginEnvelope,
     PluginHistory,
     PluginList,
+    PluginStats,
     Removed,
 )
 from agent_pm.api.security import Caller
@@ -91,16 +94,13 @@ def safe_result(result: HookResult) -> HookResult:
 # -- endpoints -----------------------------------------------------------------------------------
 
 
-async def list_plugins(request: Request) -> Response:
-    registry = registry_of(request)
-    return reply(
-        request, PluginList(registry.list_metadata(), registry.revision, registry.config_errors)
-    )
-
-
 async def get_plugin(request: Request) -> Response:
     name = request.path_params["name"]
-    return reply(request, PluginEnvelope(registry_of(request).metadata_for(name)))
+    history = query_int(request, "history")
+    metadata = registry_of(request).metadata_for(
+        name, window=query_window(request), history=True if history is None else history
+    )
+    return reply(request, PluginEnvelope(metadata))
 
 
 async def plugin_history(request: Request) -> Response:
@@ -250,7 +250,17 @@ _LIMIT_QUERY = (
 # Order matters: fixed paths (discover, install, reload) come before /plugins/{name}.
 _TABLE: tuple[tuple[Operation, Handler], ...] = (
     (Operation("GET", "/health", "Liveness", Health, public=True), health),
-    (Operation("GET", "/plugins", "Every plugin's metadata", PluginList), list_plugins),
+    (
+        Operation(
+            "GET",
+            "/plugins",
+            "Every plugin's summary: state, health, stats, windows",
+            PluginList,
+            errors=(304, 400),
+            query=LISTING_QUERY,
+        ),
+        list_plugins,
+    ),
     (
         Operation("GET", "/plugins/discover", "The entry-point catalogue", Catalogue),
         discover,
@@ -278,8 +288,37 @@ _TABLE: tuple[tuple[Operation, Handler], ...] = (
         reload_all,
     ),
     (
-        Operation("GET", "/plugins/{name}", "One plugin's metadata", PluginEnvelope, errors=(404,)),
+        Operation(
+            "GET",
+            "/plugins/{name}",
+            "One plugin's metadata, with its history",
+            PluginEnvelope,
+            errors=(400, 404),
+            query=(LISTING_QUERY[0], ("history", int, "the newest N samples per hook (all)")),
+        ),
         get_plugin,
+    ),
+    (
+        Operation(
+            "GET",
+            "/plugins/{name}/stats",
+            "Windowed stats and series of its hooks",
+            PluginStats,
+            errors=(400, 404),
+            query=STATS_QUERY,
+        ),
+        plugin_stats,
+    ),
+    (
+        Operation(
+            "POST",
+            "/plugins/{name}/quarantine/reset",
+            "Close its quarantine breakers (all hooks, or ?hook=)",
+            PluginEnvelope,
+            errors=(400, 404),
+            query=(("hook", str, "only this hook's breaker"),),
+        ),
+        reset_quarantine,
     ),
     (
         Operation(

@@ -5,13 +5,18 @@ The OpenAPI document is generated from these, so their docstrings are the API's 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
 from agent_pm.plugins.discovery import CatalogueEntry
 from agent_pm.plugins.dispatch import HookResult
-from agent_pm.plugins.manifest import ModulePath, PluginName
+from agent_pm.plugins.health import Health as PluginHealth
+from agent_pm.plugins.info import PluginInfo
+from agent_pm.plugins.manifest import HookName, ModulePath, PluginName
+from agent_pm.plugins.quarantine import QuarantineInfo
+from agent_pm.plugins.telemetry import HistoryEntry
+from agent_pm.plugins.windows import WindowName, WindowPoint, WindowStats
 
 __all__ = [
     "BusHealth",
@@ -20,14 +25,15 @@ __all__ = [
     "Health",
     "HookPayload",
     "HookResults",
+    "HookSeries",
     "InstallBody",
     "PluginEnvelope",
     "PluginHistory",
     "PluginList",
+    "PluginStats",
+    "QuarantineReset",
     "Removed",
 ]
-
-Metadata = Annotated[dict[str, Any], msgspec.Meta(description="A plugin's registry metadata")]
 
 
 class InstallBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -55,7 +61,7 @@ class PluginList(msgspec.Struct):
     """Every plugin's metadata, in manifest order, the registry revision, and why the manifest
     file as it stands now could not be applied (empty when it was)."""
 
-    plugins: list[Metadata]
+    plugins: list[PluginInfo]
     revision: int
     config_errors: list[str] = msgspec.field(default_factory=list)
 
@@ -63,14 +69,39 @@ class PluginList(msgspec.Struct):
 class PluginEnvelope(msgspec.Struct):
     """One plugin's metadata."""
 
-    plugin: Metadata
+    plugin: PluginInfo
 
 
 class PluginHistory(msgspec.Struct):
     """Recorded hook samples of one plugin, per hook, oldest first."""
 
     plugin: str
-    history: dict[str, list[dict[str, Any]]]
+    history: dict[str, list[HistoryEntry]]
+
+
+class HookSeries(msgspec.Struct):
+    """One hook over the window: totals, the series, and its health and breaker now."""
+
+    stats: WindowStats
+    series: list[WindowPoint]
+    health: PluginHealth | None = None
+    quarantine: QuarantineInfo | None = None
+
+
+class PluginStats(msgspec.Struct):
+    """Windowed telemetry of one plugin's hooks, each cut into ``points`` points."""
+
+    plugin: str
+    window: WindowName
+    points: int
+    health: PluginHealth
+    hooks: dict[str, HookSeries]
+
+
+class QuarantineReset(msgspec.Struct, forbid_unknown_fields=True):
+    """Optional body of a quarantine reset: only this hook's breaker (all without it)."""
+
+    hook: HookName | None = None
 
 
 class Catalogue(msgspec.Struct):

@@ -114,7 +114,7 @@ async def toggle(request: Request) -> JSONResponse:
         return JSONResponse({"error": "admin only"}, 403)
     enabled = request.path_params["action"] == "enable"
     meta = await request.app.state.registry.set_enabled(request.path_params["name"], enabled)
-    return JSONResponse({"state": meta["state"]})
+    return JSONResponse({"state": meta.state})
 
 
 async def drop_live(request: Request) -> JSONResponse:

@@ -41,7 +41,7 @@ async def test_app_starts_on_the_bundled_manifest(tmp_path: Path, monkeypatch) -
     )
     async with app.router.lifespan_context(app):
         assert app.state.registry.config_errors == []
-        states = {m["name"]: m["state"] for m in app.state.registry.list_metadata()}
+        states = {m.name: m.state for m in app.state.registry.list_metadata()}
     assert set(states.values()) == {"enabled"} and len(states) == 4
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import anyio
 import httpx
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.api.metrics import BUCKETS, HookHistograms, render
 from agent_pm.plugins import HookSample, Lagged, PluginRegistry
@@ -48,7 +49,7 @@ async def test_metrics_count_invocations_failures_and_durations(
 @pytest.mark.anyio
 async def test_metrics_count_timeouts_and_failures(registry: PluginRegistry) -> None:
     for module in ("Failing", "Hanging"):
-        await registry.install(f"tests.fixtures.plugins:{module}", enabled=True)
+        plain(await registry.install(f"tests.fixtures.plugins:{module}", enabled=True))
     histograms = HookHistograms()
     async with anyio.create_task_group() as group:
         await group.start(histograms.run, registry.bus)
@@ -75,7 +76,7 @@ def test_histogram_buckets_are_cumulative_and_labels_escaped() -> None:
     class NoPlugins:
         revision = 9
 
-        def list_metadata(self, *, history: bool) -> list[dict[str, object]]:
+        def list_metadata(self) -> list[object]:
             return []
 
     text = render(NoPlugins(), histograms)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from msgspec import to_builtins as plain
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -184,7 +185,7 @@ async def test_stream_hello_then_samples_and_state(stream_server: StreamServer) 
             "revision": registry.revision,
         }
         await registry.fire("pre_plan")
-        await registry.set_enabled("configured", False)
+        plain(await registry.set_enabled("configured", False))
         sample, state = await next_messages(ws, 2)
     assert sample["type"] == "sample" and sample["seq"] == first["seq"] + 1
     assert {"plugin": "echo", "hook": "pre_plan", "status": "success", "error": None}.items() <= (
@@ -200,9 +201,9 @@ async def test_stream_query_filters_plugins_and_hooks(stream_server: StreamServe
     async with open_stream(stream_server, query="?plugins=echo&hooks=pre_plan") as ws:
         await hello(ws)
         await registry.fire("post_plan")  # echo and configured: wrong hook
-        await registry.set_enabled("configured", False)  # another plugin's state
+        plain(await registry.set_enabled("configured", False))  # another plugin's state
         await registry.fire("pre_plan")
-        await registry.set_enabled("echo", False)  # echo's state has no hook: it passes
+        plain(await registry.set_enabled("echo", False))  # echo's state has no hook: it passes
         sample, state = await next_messages(ws, 2)
     assert (sample["plugin"], sample["hook"]) == ("echo", "pre_plan")
     assert (state["type"], state["plugin"]["name"]) == ("state", "echo")

@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.demo.run import DemoApp
 from agent_pm.settings import Settings
@@ -31,7 +32,7 @@ async def test_demo_makes_every_builtin_plugin_succeed(
     async with demo.router.lifespan_context(demo):
         app = demo.state.app
         registry = app.state.registry
-        assert {m["name"]: m["secrets"]["missing"] for m in registry.list_metadata()} == {
+        assert {m["name"]: m["secrets"]["missing"] for m in plain(registry.list_metadata())} == {
             "ticket_automation": [],
             "slack_followup_alerts": [],
             "feedback_collector": [],
@@ -42,7 +43,7 @@ async def test_demo_makes_every_builtin_plugin_succeed(
                 for message in await subscription.receive():
                     if getattr(message, "status", None) == "success":
                         succeeded.add(message.plugin)
-        issues = registry.metadata_for("ticket_automation")["hook_stats"]["post_plan"]
+        issues = plain(registry.metadata_for("ticket_automation"))["hook_stats"]["post_plan"]
     assert issues["invocations"] >= 1
     assert Path(manifest).read_bytes() == before  # the demo never writes the operator's manifest
 

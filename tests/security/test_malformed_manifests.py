@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from msgspec import to_builtins as plain
 
 from agent_pm.api.app import create_app
 from agent_pm.api.auth import ApiKeys
@@ -123,7 +124,7 @@ def env(tmp_path: Path) -> tuple[Path, Path, Settings]:
 
 
 def _echo_runs(registry: PluginRegistry) -> bool:
-    record = registry.metadata_for("echo")
+    record = plain(registry.metadata_for("echo"))
     return bool(record["active"]) and not record["invalid"]
 
 
@@ -141,8 +142,8 @@ async def test_malformed_manifest_is_reported_on_start(
             assert registry.names() == []
         else:
             assert registry.config_errors == []
-            bad = [m for m in registry.list_metadata() if m["invalid"]]
-            assert len(bad) == 1, registry.list_metadata()
+            bad = [m for m in plain(registry.list_metadata()) if m["invalid"]]
+            assert len(bad) == 1, plain(registry.list_metadata())
             assert bad[0]["error"] and bad[0]["errors"][0]["stage"] == "load"
             assert _echo_runs(registry)
             assert [r.status for r in await registry.fire("post_plan")] == ["success"]
@@ -160,7 +161,7 @@ async def test_malformed_manifest_reload_keeps_what_runs(
         revision, before = registry.revision, registry.get("echo")
         manifest.write_bytes(CASES[name].content(marker))
         with pytest.raises(ManifestError):
-            await registry.reload()
+            plain(await registry.reload())
         assert registry.config_errors, name
         assert (registry.revision, registry.get("echo")) == (revision, before)
         assert registry.names() == ["echo"] and _echo_runs(registry)

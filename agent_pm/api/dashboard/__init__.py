@@ -41,6 +41,11 @@ def routes() -> list[BaseRoute]:
         Route("/dashboard/plugins/{name}/reload", actions.reload_plugin, methods=["POST"]),
         Route("/dashboard/plugins/{name}/config", actions.update_config, methods=["POST"]),
         Route("/dashboard/plugins/{name}/remove", actions.remove, methods=["POST"]),
+        Route(
+            "/dashboard/plugins/{name}/quarantine/reset",
+            actions.reset_quarantine,
+            methods=["POST"],
+        ),
         Route("/dashboard/install", actions.install, methods=["POST"]),
         Route("/dashboard/plugins/{name}/failures/replay", replays.replay_all, methods=["POST"]),
         Route(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,7 +40,15 @@ from agent_pm.errors import (
     RevisionConflictError,
 )
 
-__all__ = ["admin_card", "install", "reload_plugin", "remove", "set_enabled", "update_config"]
+__all__ = [
+    "admin_card",
+    "install",
+    "reload_plugin",
+    "remove",
+    "reset_quarantine",
+    "set_enabled",
+    "update_config",
+]
 
 Action = Callable[[AuditedAdmin, dict[str, Any], dict[str, str], int], Awaitable[AdminCard]]
 
@@ -231,3 +240,15 @@ async def install(request: Request) -> Response:
     if not request.headers.get("hx-request"):
         return html(await admin_document(registry, session, install=state), status)
     return html(await install_section(registry, session, state), status)
+
+
+async def reset_quarantine(request: Request) -> Response:
+    """``POST /dashboard/plugins/{name}/quarantine/reset``: close every breaker of the plugin,
+    audited as the session's actor; answers with the plugin page (303)."""
+    session, _ = await checked(request)
+    name = request.path_params["name"]
+    try:
+        await audited(request, session).reset_quarantine(name)
+    except PluginNotFoundError:
+        raise HTTPException(404, f"no plugin named {name!r}") from None
+    return RedirectResponse(f"/dashboard/plugins/{quote(name, safe='')}", 303)

@@ -103,7 +103,8 @@ class LiveChannel:
             meta = regions.meta_of(registry, str(self.view.get("plugin", "")))
             if meta is not None:
                 view = self._plugin_view(meta)
-                cells.update(regions.plugin_cells(meta, view, admin=self.session.is_admin))
+                admin, csrf = self.session.is_admin, self.session.csrf
+                cells.update(regions.plugin_cells(meta, view, admin=admin, csrf=csrf))
                 cells["latency-chart"] = regions.chart_cell(meta, view)
         return cells
 

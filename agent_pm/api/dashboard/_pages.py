@@ -89,7 +89,7 @@ async def plugin_page(request: Request) -> Response:
         return html(render("not_found.html", name=request.path_params["name"]), 404)
     query = request.query_params
     view = regions.plugin_view(meta, query.get("hook", ""), query.get("status", ""))
-    cells = regions.plugin_cells(meta, view, admin=session.is_admin)
+    cells = regions.plugin_cells(meta, view, admin=session.is_admin, csrf=session.csrf)
     shell = _shell(
         registry,
         session,

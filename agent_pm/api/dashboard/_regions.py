@@ -135,10 +135,24 @@ def _samples(meta: dict[str, Any], hook: str) -> list[dict[str, Any]]:
     return list(meta.get("hook_history", {}).get(hook, []))
 
 
-def plugin_cells(meta: dict[str, Any], view: PluginView, *, admin: bool) -> dict[str, Cell]:
-    """The regions of a plugin page except its history rows and chart (see below)."""
+def plugin_cells(
+    meta: dict[str, Any], view: PluginView, *, admin: bool, csrf: str = ""
+) -> dict[str, Cell]:
+    """The regions of a plugin page except its history rows and chart (see below).
+
+    An admin gets a quarantine reset button while one of the plugin's breakers is not closed.
+    """
     row = plugin_row(meta)
-    summary = render("partials/plugin_summary.html", row=row, meta=meta)
+    quarantined = sorted(
+        hook for hook, b in (meta.get("quarantine") or {}).items() if b.get("state") != "closed"
+    )
+    summary = render(
+        "partials/plugin_summary.html",
+        row=row,
+        meta=meta,
+        quarantined=quarantined if admin else [],
+        csrf=csrf,
+    )
     hooks = render(
         "partials/hooks_table.html", rows=hook_rows(meta), selected=view.hook, query=view.query
     )
@@ -285,11 +299,11 @@ def admin_cells(metas: list[dict[str, Any]], session: Session, revision: int) ->
 
 def metas_of(registry: Any) -> list[dict[str, Any]]:
     """Every plugin's metadata with history, as plain dicts."""
-    return [plain(meta) for meta in registry.list_metadata()]
+    return [plain(meta) for meta in registry.list_metadata(history=True)]
 
 
 def meta_of(registry: Any, name: str) -> dict[str, Any] | None:
     try:
-        return plain(registry.metadata_for(name))
+        return plain(registry.metadata_for(name, history=True))
     except AgentPMError:
         return None

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from msgspec import to_builtins as plain
 from starlette.testclient import TestClient
 
 from tests.api.dashboard.conftest import HX, guard, login, registry
@@ -27,7 +28,7 @@ def test_admin_post_without_csrf_or_session_or_origin_is_refused(client: TestCli
     assert client.post(ENABLED.format("echo"), data=good, headers=origin).status_code == 403
     client.cookies.clear()
     assert client.post(ENABLED.format("echo"), data=good).status_code in (401, 403)
-    assert registry(client).metadata_for("echo")["state"] == "enabled"
+    assert plain(registry(client).metadata_for("echo"))["state"] == "enabled"
 
 
 def test_read_only_session_cannot_act_even_with_csrf(client: TestClient) -> None:
@@ -36,14 +37,14 @@ def test_read_only_session_cannot_act_even_with_csrf(client: TestClient) -> None
         response = client.post(f"/dashboard/plugins/echo/{action}", data={"csrf_token": csrf})
         assert response.status_code == 403, action
     assert client.post("/dashboard/install", data={"csrf_token": csrf}).status_code == 403
-    assert registry(client).metadata_for("echo")["state"] == "enabled"
+    assert plain(registry(client).metadata_for("echo"))["state"] == "enabled"
 
 
 def test_a_form_without_its_revision_is_refused(client: TestClient) -> None:
     csrf = login(client)
     response = client.post(ENABLED.format("echo"), data={"csrf_token": csrf, "enabled": "false"})
     assert response.status_code == 400
-    assert registry(client).metadata_for("echo")["state"] == "enabled"
+    assert plain(registry(client).metadata_for("echo"))["state"] == "enabled"
 
 
 def test_toggle_disables_with_a_timestamped_notice(client: TestClient, manifest: Path) -> None:
@@ -58,7 +59,7 @@ def test_toggle_disables_with_a_timestamped_notice(client: TestClient, manifest:
         response.text,
     )
     assert notice is not None
-    assert registry(client).metadata_for("echo")["state"] == "disabled"
+    assert plain(registry(client).metadata_for("echo"))["state"] == "disabled"
     assert "enabled: false" in manifest.read_text()
 
 
@@ -95,7 +96,7 @@ def test_stale_revision_from_another_plugins_change_is_not_a_conflict(client: Te
     text = json.dumps({"channel": "#fine", "retries": 1})
     response = client.post(CONFIG.format("configured"), data=opened.form(config=text), headers=HX)
     assert response.status_code == 200 and "Saved the config of configured." in response.text
-    assert registry(client).metadata_for("configured")["config"]["channel"] == "#fine"
+    assert plain(registry(client).metadata_for("configured"))["config"]["channel"] == "#fine"
 
 
 def test_invalid_config_shows_the_field_error_and_saves_nothing(
@@ -150,7 +151,7 @@ def test_schema_form_saves_typed_values(client: TestClient, manifest: Path) -> N
     )
     response = client.post(CONFIG.format("configured"), data=form, headers=HX)
     assert response.status_code == 200, response.text
-    assert registry(client).metadata_for("configured")["config"] == {
+    assert plain(registry(client).metadata_for("configured"))["config"] == {
         "channel": "#typed",
         "retries": 7,
     }
@@ -207,7 +208,7 @@ def test_install_from_a_module_path_and_refusals(client: TestClient) -> None:
     }
     response = client.post("/dashboard/install", data=data, headers=HX)
     assert response.status_code == 200 and "Installed second" in response.text
-    assert registry(client).metadata_for("second")["state"] == "disabled"
+    assert plain(registry(client).metadata_for("second"))["state"] == "disabled"
     empty = {"csrf_token": csrf, "revision": revision}
     response = client.post("/dashboard/install", data=empty, headers=HX)
     assert response.status_code == 409 and "choose an entry point" in response.text
@@ -221,7 +222,10 @@ def test_install_trusts_discovered_entry_points(client: TestClient) -> None:
     data = {"entry_point": "hello", "name": "hello2", "csrf_token": csrf, "revision": "0"}
     response = client.post("/dashboard/install", data=data, headers=HX)
     assert response.status_code == 200, response.text
-    assert registry(client).metadata_for("hello2")["module"] == "hello_plugin.plugin:HelloPlugin"
+    assert (
+        plain(registry(client).metadata_for("hello2"))["module"]
+        == "hello_plugin.plugin:HelloPlugin"
+    )
 
 
 def test_oversized_form_is_refused(client: TestClient) -> None:

@@ -63,12 +63,12 @@ def test_overview_lists_every_plugin_worst_first_with_the_strip(client: TestClie
     order = re.search(r'data-order="([^"]+)"', page)
     assert order is not None
     names = order.group(1).split(",")
-    assert names[:2] == ["broken", "needs_token"] and set(names) == {
+    assert names[:2] == ["broken", "failing"] and set(names) == {
         "echo", "configured", "failing", "secretive", "needs_token", "broken",
     }  # fmt: skip
     strip = page[page.index('id="status-strip"') : page.index("</ul>")]
-    assert "<strong>1</strong> plugin invalid" in strip and "plugins enabled" in strip
-    assert "is not a PluginBase subclass" in page and "missing secrets: API_TOKEN" in page
+    assert "<strong>1</strong> plugin invalid" in strip and "plugins healthy" in strip
+    assert "is not a PluginBase subclass" in page and "missing secrets API_TOKEN" in page
     assert 'id="c-failing-ratio"' in page and "100 %" in page
     assert 'href="/dashboard/plugins/failing"' in page
 
