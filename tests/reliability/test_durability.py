@@ -23,14 +23,16 @@ from agent_pm.plugins.manifest import Manifest
 path = Path(sys.argv[1])
 manifest = Manifest.load(path)
 versions = []
-for description in ("old", "new " * 2000):
+# Two versions of one size, so a rewrite spends as long on each and kills split between them.
+VERSIONS = ("old " * 200, "new " * 200)
+for description in VERSIONS:
     manifest.set("a", description=description)
     versions.append(manifest.dumps().encode())
 manifest.save()  # the file now holds versions[1]
 # Crash within one back-and-forth rewrite (timed as the mean of three), however long a write
 # takes on this machine, so that kills land both before and after renames.
 started = time.perf_counter()
-for description in ("old", "new " * 2000) * 3:
+for description in VERSIONS * 3:
     manifest.set("a", description=description)
     manifest.save()
 window = (time.perf_counter() - started) / 3
@@ -40,7 +42,7 @@ for _ in range(int(sys.argv[2])):
     pid = os.fork()
     if pid == 0:  # the writer: rewrite the manifest back and forth until killed
         while True:
-            for description in ("old", "new " * 2000):
+            for description in VERSIONS:
                 manifest.set("a", description=description)
                 manifest.save()
     time.sleep(rng.uniform(0, window))  # a random moment to crash at
