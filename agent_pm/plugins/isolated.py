@@ -172,11 +172,16 @@ class IsolatedPlugin(PluginBase):
         if self._restart_scope is not None:
             self._restart_scope.cancel()
         worker = self._worker
-        if worker is None or not worker.alive:
+        if worker is None:
             return
         try:
-            await self._request(worker, "lifecycle", "on_disable", None, self._lifecycle_timeout)
+            if worker.alive:
+                await self._request(
+                    worker, "lifecycle", "on_disable", None, self._lifecycle_timeout
+                )
         finally:
+            # Also for a worker already ending (killed at a timeout): its end must run on this
+            # loop, which closes its pipe, before the loop may go away.
             with anyio.CancelScope(shield=True):
                 await worker.stop()
 
@@ -224,6 +229,8 @@ class IsolatedPlugin(PluginBase):
             await self._request(worker, "lifecycle", "on_enable", None, self._lifecycle_timeout)
         except BaseException:
             worker.kill("start-up failed")
+            with anyio.CancelScope(shield=True):  # bounded: SIGKILL follows after a grace
+                await worker.ended.wait()
             raise
         return worker
 
