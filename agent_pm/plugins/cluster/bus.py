@@ -71,6 +71,10 @@ class ClusterBus(Bus):
         self._outbox: deque[Message] = deque()
         self._wakeup: anyio.Event | None = None
         self._linked = False
+        # Batches this node numbered, and the last of them it read back from the stream: a batch
+        # read back is delivered even when the reply to its append was lost.
+        self._batches = 0
+        self._read_back = 0
 
     # -- the interface the registry and the surfaces use --------------------------------
 
@@ -128,13 +132,17 @@ class ClusterBus(Bus):
                 await anyio.sleep(LINGER_SECONDS)
             batch = [outbox.popleft() for _ in range(min(self.batch_size, len(outbox)))]
             payload = b"[" + b",".join(map(_encode, batch)) + b"]"
-            args: list[Any] = [self.stream_length, self.node, len(batch), payload]
+            self._batches += 1
+            number = self._batches
+            args: list[Any] = [self.stream_length, self.node, len(batch), payload, number]
             try:
                 await append(keys=keys, args=args)
             except BaseException:
-                # Whether the stream took the batch is unknown; the node's own subscribers get
-                # it locally (``down``) rather than not at all.
-                outbox.extendleft(reversed(batch))
+                # Unless the reader has seen it in the stream, whether the stream took the batch
+                # is unknown; the node's own subscribers then get it locally (``down``) rather
+                # than not at all.
+                if number > self._read_back:
+                    outbox.extendleft(reversed(batch))
                 raise
             self.counters.forwarded += len(batch)
 
@@ -161,6 +169,8 @@ class ClusterBus(Bus):
             return
         if node != self.node:
             self.counters.received += len(messages)
+        else:
+            self._read_back = max(self._read_back, int(fields.get(b"b", 0)))
         publish = super().publish
         seq = last - len(messages)
         for message in messages:

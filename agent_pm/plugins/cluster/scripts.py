@@ -25,9 +25,9 @@ return {redis.call('GET', KEYS[3]), last_id}
 
 APPEND = """
 -- KEYS: counter, stream. ARGV: max stream length, node, message count, the messages as one JSON
--- array. One entry per batch: its id is the cluster-wide sequence number of the batch's last
--- message, so every node numbers them alike; the stream's last id bounds the counter from below
--- in case the counter was lost.
+-- array, the node's own number for the batch. One entry per batch: its id is the cluster-wide
+-- sequence number of the batch's last message, so every node numbers them alike; the stream's
+-- last id bounds the counter from below in case the counter was lost.
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #last > 0 then
@@ -35,7 +35,7 @@ if #last > 0 then
 end
 seq = seq + tonumber(ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0',
-  'n', ARGV[2], 'c', ARGV[3], 'm', ARGV[4])
+  'n', ARGV[2], 'c', ARGV[3], 'm', ARGV[4], 'b', ARGV[5])
 redis.call('SET', KEYS[1], seq)
 return seq
 """
