@@ -22,8 +22,10 @@ histogram.
 Buckets are aligned to wall-clock time (``time // resolution``), so the buckets of several
 processes add up exactly: :meth:`WindowRecorder.merge` sums another recorder's
 :class:`WindowSnapshot`, which encodes to JSON or msgpack with msgspec. Memory is fixed when the
-recorder is built (``RECORDER_BYTES`` of counters) whatever the traffic, and recording one sample
-touches one row per tier: O(1).
+recorder is built (``RECORDER_BYTES`` of counters) whatever the traffic. Recording one sample
+adds to a pending row only (two counters): the pending counts are added to every tier, the total
+and the recent window when the ten-second bucket changes or before anything is read, so each
+sample costs O(1) and each flush O(columns touched).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ _log = math.log
 RECORDER_BYTES: Final = (
     sum(n for _, n in _TIERS) * (_WIDTH * _COUNT_BYTES + array("q").itemsize)
     + 2 * _WIDTH * array("Q").itemsize  # the total and the recent window's running sums
+    + _WIDTH * _COUNT_BYTES  # the pending row
 )
 
 
@@ -272,8 +275,10 @@ class WindowRecorder:
     __slots__ = (
         "_clock",
         "_counts",
+        "_dirty",
         "_index",
         "_offsets",
+        "_pending",
         "_recent",
         "_recent_newest",
         "_tiers",
@@ -293,6 +298,9 @@ class WindowRecorder:
         # The current fine bucket and each tier's row for it: recording only adds at offsets.
         self._index = -1
         self._offsets: tuple[int, ...] = ()
+        # Counts of the current fine bucket not yet added anywhere else, and their columns.
+        self._pending = array("I", bytes(_COUNT_BYTES * _WIDTH))
+        self._dirty: list[int] = []
         self._total = array("Q", bytes(array("Q").itemsize * _WIDTH))
         # Running sums of the fine buckets inside RECENT_WINDOW, newest bucket ``_recent_newest``.
         self._recent = array("Q", bytes(array("Q").itemsize * _WIDTH))
@@ -307,12 +315,11 @@ class WindowRecorder:
                 self._record_late(index, status, duration_ms)
                 return
             self._rotate(index)
+        pending = self._pending
         status_index = _STATUS_INDEX[status]
-        counts, recent, total = self._counts, self._recent, self._total
-        for offset in self._offsets:
-            counts[offset + status_index] += 1
-        recent[status_index] += 1
-        total[status_index] += 1
+        if not pending[status_index]:
+            self._dirty.append(status_index)
+        pending[status_index] += 1
         if status_index < _RAN_STATUSES:
             if duration_ms < LATENCY_FLOOR_MS:
                 bin_index = _FIRST_BIN
@@ -321,10 +328,26 @@ class WindowRecorder:
                     int(_log(duration_ms / LATENCY_FLOOR_MS) * _BIN_SCALE) + 1 + _FIRST_BIN,
                     _LAST_BIN,
                 )
-            for offset in self._offsets:
-                counts[offset + bin_index] += 1
-            recent[bin_index] += 1
-            total[bin_index] += 1
+            if not pending[bin_index]:
+                self._dirty.append(bin_index)
+            pending[bin_index] += 1
+
+    def _flush(self) -> None:
+        """Add the pending counts of the current fine bucket to every tier's row for it, the
+        total and the recent window."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        pending, counts, recent, total = self._pending, self._counts, self._recent, self._total
+        offsets = self._offsets
+        for column in dirty:
+            value = pending[column]
+            pending[column] = 0
+            for offset in offsets:
+                counts[offset + column] += value
+            recent[column] += value
+            total[column] += value
+        dirty.clear()
 
     def _rotate(self, index: int) -> None:
         """Start fine bucket ``index``: move the recent window on and find each tier's row."""
@@ -353,6 +376,7 @@ class WindowRecorder:
 
     def snapshot(self) -> WindowSnapshot:
         """Every non-empty bucket, for :meth:`merge` in this or another process."""
+        self._flush()
         return WindowSnapshot(
             LAYOUT,
             self.started,
@@ -367,6 +391,7 @@ class WindowRecorder:
         widths = {len(snapshot.total)} | {len(r.counts) for rows in snapshot.tiers for r in rows}
         if widths - {_WIDTH} or len(snapshot.tiers) != len(self._tiers):
             raise ValueError("window snapshot does not match its layout")
+        self._flush()
         for tier, rows in zip(self._tiers, snapshot.tiers, strict=True):
             for bucket in sorted(rows, key=lambda r: r.index):
                 offset = tier.row(bucket.index)
@@ -383,7 +408,9 @@ class WindowRecorder:
         """Move the recent window's newest bucket to ``index``, dropping buckets that left it.
 
         Called before a bucket is written, so every bucket that leaves is still in the ring.
+        The pending counts are flushed first: they belong to the bucket recorded until now.
         """
+        self._flush()
         newest = self._recent_newest
         if index <= newest:
             return
@@ -428,6 +455,7 @@ class WindowRecorder:
 
     def stats(self, window: WindowName) -> WindowStats:
         """Calls, rate, outcomes, error ratio and percentiles over ``window``."""
+        self._flush()
         now = self._clock()
         if window == "all":
             row, seconds = self._total.tolist(), now - self.started
@@ -465,6 +493,7 @@ class WindowRecorder:
         tier_index, span = _SPANS["24h" if window == "all" else window]
         if not 1 <= points <= span:
             raise ValueError(f"points must be between 1 and {span} for window {window}")
+        self._flush()
         tier = self._tiers[tier_index]
         first = int(self._clock() // tier.resolution) - span + 1
         result = []

@@ -45,6 +45,23 @@ def test_windows_count_each_status_rate_and_error_ratio() -> None:
     assert stats.rate == round(12 / 20, 3)
 
 
+def test_windows_reads_between_samples_of_one_bucket_count_each_sample_once() -> None:
+    recorder, clock = recorder_at()
+    recorder.record("success", 1.0)
+    recorder.record("error", 2.0)
+    assert recorder.recent(1000.0).calls == 2
+    recorder.record("success", 1.0)
+    assert [recorder.stats(w).calls for w in ("1m", "5m", "1h", "24h", "all")] == [3] * 5
+    snapshot = recorder.snapshot()
+    recorder.record("timeout", 3.0)
+    assert sum(row.counts[0] for row in snapshot.tiers[0]) == 2  # successes when it was taken
+    clock.advance(10)  # the next bucket
+    recorder.record("success", 1.0)
+    assert [recorder.stats(w).calls for w in ("1m", "5m", "1h", "24h", "all")] == [5] * 5
+    assert [p.calls for p in recorder.series("1m", 6)][-2:] == [4, 1]
+    assert recorder.recent(1000.0).failed == 2
+
+
 def test_windows_forget_old_buckets_per_window_but_keep_the_total() -> None:
     recorder, clock = recorder_at()
     recorder.record("error", 1.0)
@@ -138,7 +155,7 @@ def test_windows_memory_is_fixed_whatever_the_traffic() -> None:
     recorder, clock = recorder_at()
 
     def counter_bytes() -> int:
-        arrays = [recorder._total, recorder._recent, recorder._counts]
+        arrays = [recorder._total, recorder._recent, recorder._counts, recorder._pending]
         arrays += [tier.epochs for tier in recorder._tiers]
         return sum(a.itemsize * len(a) for a in arrays)
 
