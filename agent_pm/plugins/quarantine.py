@@ -129,17 +129,22 @@ class Breaker:
 
     def _count(self, index: int, failed: bool) -> None:
         buckets = self._buckets
-        while buckets and buckets[0][0] <= index - _SPAN:
-            _, ran, fails = buckets.popleft()
-            self._ran -= ran
-            self._failed -= fails
         if not buckets or buckets[-1][0] < index:
-            buckets.append([index, 0, 0])
+            self._start(index)
         bucket = buckets[-1]
         bucket[1] += 1
         bucket[2] += failed
         self._ran += 1
         self._failed += failed
+
+    def _start(self, index: int) -> None:
+        """Open bucket ``index``, dropping the buckets that left the window."""
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= index - _SPAN:
+            _, ran, fails = buckets.popleft()
+            self._ran -= ran
+            self._failed -= fails
+        buckets.append([index, 0, 0])
 
     def _open(self, now: float, cooldown: float) -> None:
         self.state = "open"
