@@ -81,6 +81,7 @@ class AdminClient(Protocol):
     def audit(self, since: str | None, limit: int | None) -> list[dict[str, Any]]: ...
     def stats(self, name: str, window: str, hook: str | None) -> dict[str, Any]: ...
     def reset_quarantine(self, name: str, hook: str | None) -> dict[str, Any]: ...
+    def set_isolation(self, name: str, mode: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -227,6 +228,9 @@ class FileClient:
 
     def reset_quarantine(self, name: str, hook: str | None) -> dict[str, Any]:
         raise AdminError(_NEEDS_SERVER.format(what="quarantine"))
+
+    def set_isolation(self, name: str, mode: str) -> dict[str, Any]:
+        raise AdminError(_NEEDS_SERVER.format(what="moves in and out of process"))
 
     def close(self) -> None:
         """Nothing stays open between operations."""
@@ -378,6 +382,11 @@ class HttpClient:
         params = {"hook": hook} if hook else None
         path = f"/plugins/{name}/quarantine/reset"
         plugin: dict[str, Any] = self._call("POST", path, params=params)["plugin"]
+        return plugin
+
+    def set_isolation(self, name: str, mode: str) -> dict[str, Any]:
+        path = f"/plugins/{name}/isolation"
+        plugin: dict[str, Any] = self._call("POST", path, {"mode": mode})["plugin"]
         return plugin
 
     def close(self) -> None:

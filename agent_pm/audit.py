@@ -38,7 +38,8 @@ __all__ = [
     "Outcome",
     "Source",
 ]
-Source = Literal["rest", "dashboard", "cli", "watcher"]
+# ``platform``: the service acting on its own (moving a misbehaving plugin out of process).
+Source = Literal["rest", "dashboard", "cli", "watcher", "platform"]
 Outcome = Literal["ok", "error", "cancelled"]
 FILE_NAME = "audit.jsonl"
 # The CLI's User-Agent: REST records its calls with source "cli".
@@ -73,6 +74,8 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     outcome: Outcome
     error: str | None = None
     request_id: str | None = None
+    # Why the action was taken, when its actor gives one (the platform always does).
+    reason: str | None = None
 
 
 class AuditMessage(msgspec.Struct, frozen=True, tag="audit", tag_field="type"):

@@ -23,6 +23,7 @@ from agent_pm.audit import Actor, AuditLog, AuditMessage, Outcome
 from agent_pm.errors import AgentPMError, PluginNotFoundError
 from agent_pm.plugins import context
 from agent_pm.plugins.info import PluginInfo
+from agent_pm.plugins.placement import Mode
 
 if TYPE_CHECKING:
     from agent_pm.plugins.registry import PluginRegistry
@@ -32,6 +33,8 @@ __all__ = ["AuditedAdmin", "diff", "snapshot"]
 logger = logging.getLogger(__name__)
 # The metadata fields an admin action can change; counters and history are not the log's business.
 TRACKED = ("enabled", "state", "module", "description", "config", "error", "timeout_seconds")
+# Of the isolation block: where the plugin runs, not how its worker is doing.
+TRACKED_ISOLATION = ("mode", "promoted", "hold_until")
 Metadata = dict[str, Any]
 T = TypeVar("T")
 
@@ -59,7 +62,9 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any],
 
 def _tracked(info: PluginInfo) -> Metadata:
     metadata = msgspec.to_builtins(info)
-    return {key: metadata[key] for key in TRACKED if key in metadata}
+    tracked = {key: metadata[key] for key in TRACKED if key in metadata}
+    tracked["isolation"] = {key: metadata["isolation"].get(key) for key in TRACKED_ISOLATION}
+    return tracked
 
 
 def snapshot(registry: PluginRegistry, plugin: str | None) -> Metadata:
@@ -99,6 +104,17 @@ class AuditedAdmin:
 
     async def reload_plugin(self, name: str, **options: Any) -> PluginInfo:
         return await self.run("reload", name, lambda: self.registry.reload_plugin(name, **options))
+
+    async def set_isolation(
+        self, name: str, mode: Mode, *, reason: str | None = None, **options: Any
+    ) -> PluginInfo:
+        """Move ``name`` in or out of process; ``reason`` is recorded with the action."""
+        return await self.run(
+            "isolate",
+            name,
+            lambda: self.registry.set_isolation(name, mode, reason=reason, **options),
+            reason=reason,
+        )
 
     async def remove(self, name: str, **options: Any) -> None:
         await self.run("remove", name, lambda: self.registry.remove(name, **options))
@@ -147,6 +163,7 @@ class AuditedAdmin:
         named: list[str] | None = None,
         new: bool = False,
         effect: Callable[[T], dict[str, Any]] | None = None,
+        reason: str | None = None,
     ) -> T:
         """Run ``operation`` (``action`` on ``plugin``; every plugin for ``None``) and record it.
 
@@ -191,6 +208,7 @@ class AuditedAdmin:
                 "outcome": outcome,
                 "error": error,
                 "request_id": context.request_id.get(),
+                "reason": reason,
             }
             with anyio.CancelScope(shield=True):
                 await self._record(fields)

@@ -81,6 +81,13 @@ def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
     reset = quarantine_commands.add_parser("reset", help="close a plugin's breakers")
     reset.add_argument("name")
     reset.add_argument("--hook", help="only this hook's breaker")
+    isolate = commands.add_parser(
+        "isolate", help="move a plugin to a worker process or back inline (needs --url)"
+    )
+    isolate.add_argument("name")
+    where = isolate.add_mutually_exclusive_group(required=True)
+    where.add_argument("--process", dest="mode", action="store_const", const="process")
+    where.add_argument("--inline", dest="mode", action="store_const", const="inline")
     tail = commands.add_parser("tail", help="print the live telemetry stream (needs --url)")
     tail.add_argument("--plugin", action="append", help="only this plugin (repeatable)")
     tail.add_argument("--hook", action="append", help="only this hook (repeatable)")

@@ -91,6 +91,7 @@ def _row(plugin: dict[str, Any]) -> list[str]:
         plugin["name"],
         plugin["state"],
         health,
+        _where(plugin.get("isolation") or {}),
         hooks,
         str(calls),
         str(failures),
@@ -98,6 +99,16 @@ def _row(plugin: dict[str, Any]) -> list[str]:
         error_ratio,
         p95,
     ]
+
+
+def _where(isolation: dict[str, Any]) -> str:
+    """Where a plugin runs, as ``plugins list`` prints it: ``inline`` or ``process``, and for
+    an ``auto`` plugin ``auto:inline``, ``auto:promoted`` (moved out by the platform) or
+    ``auto:process`` (moved out by an operator)."""
+    mode = isolation.get("mode", "inline")
+    if isolation.get("declared") != "auto":
+        return str(mode)
+    return "auto:promoted" if isolation.get("promoted") else f"auto:{mode}"
 
 
 def _recent(windows: Iterable[dict[str, Any]]) -> tuple[str, str]:
@@ -134,6 +145,11 @@ def _warnings(plugin: dict[str, Any]) -> Iterable[str]:
             f"hook {worst[0]['hook']}; consider isolation: process"
         )
     isolation = plugin.get("isolation") or {}
+    if isolation.get("promoted"):
+        yield (
+            f"warning: {name} was moved to a worker process at {isolation['when']}: it "
+            f"{isolation['why']}; move it back with `plugins isolate {name} --inline`"
+        )
     if isolation.get("restarts"):
         yield (
             f"warning: {name}'s worker restarted {isolation['restarts']} time(s); "
@@ -182,7 +198,18 @@ def _print_plugins(plugins: list[dict[str, Any]], out: TextIO) -> None:
     if not plugins:
         out.write("no plugins in the manifest\n")
         return
-    headers = ("NAME", "STATE", "HEALTH", "HOOKS", "CALLS", "FAILED", "AVG MS", "ERR 5M", "P95 5M")
+    headers = (
+        "NAME",
+        "STATE",
+        "HEALTH",
+        "ISOLATION",
+        "HOOKS",
+        "CALLS",
+        "FAILED",
+        "AVG MS",
+        "ERR 5M",
+        "P95 5M",
+    )
     out.write(format_table(headers, [_row(plugin) for plugin in plugins]) + "\n")
 
 
@@ -412,6 +439,19 @@ def _quarantine(args: argparse.Namespace, client: AdminClient, out: TextIO, err:
     return 0
 
 
+def _isolate(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
+    metadata = client.set_isolation(args.name, args.mode)
+    if args.json:
+        _print_json(metadata, out)
+        return 0
+    isolation = metadata["isolation"]
+    where = "a worker process" if isolation["mode"] == "process" else "inline"
+    out.write(f"{args.name} runs {where} ({_where(isolation)})\n")
+    if isolation.get("hold_until"):
+        out.write(f"not promoted automatically before {isolation['hold_until']}\n")
+    return 0
+
+
 Command = Callable[[argparse.Namespace, AdminClient, TextIO, TextIO], int]
 COMMANDS: dict[str, Command] = {
     "list": _list,
@@ -426,6 +466,7 @@ COMMANDS: dict[str, Command] = {
     "replay": _replay,
     "stats": _stats,
     "quarantine": _quarantine,
+    "isolate": _isolate,
 }
 
 

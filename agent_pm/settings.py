@@ -10,10 +10,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 __all__ = ["DEFAULT_MANIFEST", "Settings"]
 
 DEFAULT_MANIFEST = Path("config/plugins.yaml")
+IsolationDefault = Literal["inline", "process", "auto"]
+_ISOLATIONS: tuple[IsolationDefault, ...] = ("inline", "process", "auto")
 
 
 def _float(environ: Mapping[str, str], key: str, default: float, unit: str = "seconds") -> float:
@@ -47,6 +50,15 @@ def _count(environ: Mapping[str, str], key: str, default: int) -> int:
     if not (raw.isascii() and raw.isdigit()) or int(raw) == 0:
         raise ValueError(f"{key} must be a positive whole number, got {raw!r}")
     return int(raw)
+
+
+def _isolation(environ: Mapping[str, str]) -> IsolationDefault:
+    raw = (environ.get("ISOLATION_DEFAULT") or "inline").strip().lower()
+    for choice in _ISOLATIONS:
+        if raw == choice:
+            return choice
+    given = environ.get("ISOLATION_DEFAULT")
+    raise ValueError(f"ISOLATION_DEFAULT must be inline, process or auto, got {given!r}")
 
 
 def _prefixes(raw: str | None) -> tuple[str, ...]:
@@ -96,6 +108,8 @@ class Settings:
     # Loop-block attribution of inline async handlers; a step longer than this is warned about.
     loop_block_tracking: bool = True
     loop_block_warn_ms: float = 100.0
+    # Where a plugin whose manifest entry sets no ``isolation`` runs.
+    isolation_default: IsolationDefault = "inline"
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -130,5 +144,6 @@ class Settings:
             tracing=_flag(env, "TRACING", True),
             loop_block_tracking=_flag(env, "LOOP_BLOCK_TRACKING", True),
             loop_block_warn_ms=_float(env, "LOOP_BLOCK_WARN_MS", 100.0, "milliseconds"),
+            isolation_default=_isolation(env),
             environ=env,
         )

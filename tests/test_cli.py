@@ -91,7 +91,7 @@ def test_list_prints_a_table_and_warnings(
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == [
-        *("NAME", "STATE", "HEALTH", "HOOKS", "CALLS", "FAILED", "AVG", "MS"),
+        *("NAME", "STATE", "HEALTH", "ISOLATION", "HOOKS", "CALLS", "FAILED", "AVG", "MS"),
         *("ERR", "5M", "P95", "5M"),
     ]
     assert lines[1].split()[:3] == ["echo", "enabled", "idle"]

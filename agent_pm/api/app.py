@@ -124,6 +124,7 @@ def create_app(
                     settings,
                     bus=node.bus if node else None,
                     store=node.control if node else None,
+                    audit_log=audit_log,
                 )
                 app.state.registry = await stack.enter_async_context(opened)
                 if node is not None:

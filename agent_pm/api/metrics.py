@@ -181,17 +181,28 @@ def _health(plugins: list[PluginInfo]) -> Iterator[str]:
 
 def _workers(plugins: list[PluginInfo]) -> Iterator[str]:
     isolated, restarts = "agent_pm_plugin_isolated", "agent_pm_plugin_worker_restarts_total"
+    promoted, promotions = "agent_pm_plugin_promoted", "agent_pm_plugin_promotions_total"
     yield f"# HELP {isolated} Whether the plugin runs in a worker process (1) or inline (0).\n"
     yield f"# TYPE {isolated} gauge\n"
     for plugin in plugins:
-        running = plugin.isolation["mode"] != "inline"
+        running = plugin.isolation.mode != "inline"
         yield f"{isolated}{_labels(plugin=plugin.name)} {int(running)}\n"
     yield f"# HELP {restarts} Worker processes restarted after a crash, limit or timeout.\n"
     yield f"# TYPE {restarts} counter\n"
     for plugin in plugins:
-        if plugin.isolation["mode"] != "inline":
-            count = plugin.isolation["restarts"]
+        if plugin.isolation.mode != "inline":
+            count = plugin.isolation.restarts
             yield f"{restarts}{_labels(plugin=plugin.name)} {count}\n"
+    yield f"# HELP {promoted} Whether the platform moved the plugin to a worker process (1).\n"
+    yield f"# TYPE {promoted} gauge\n"
+    for plugin in plugins:
+        yield f"{promoted}{_labels(plugin=plugin.name)} {int(plugin.isolation.promoted)}\n"
+    yield f"# HELP {promotions} Moves of the plugin to a worker process by the platform.\n"
+    yield f"# TYPE {promotions} counter\n"
+    for plugin in plugins:
+        if plugin.isolation.declared == "auto":
+            count = plugin.isolation.promotions
+            yield f"{promotions}{_labels(plugin=plugin.name)} {count}\n"
 
 
 def _loop_blocks(plugins: list[PluginInfo]) -> Iterator[str]:

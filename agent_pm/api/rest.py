@@ -38,6 +38,7 @@ from agent_pm.api.schemas import (
     HookPayload,
     HookResults,
     InstallBody,
+    IsolationBody,
     PluginEnvelope,
     PluginHistory,
     PluginList,
@@ -162,6 +163,14 @@ async def update_config(request: Request) -> Response:
     body = await decode(request, ConfigBody)
     revision = expected_revision(request)
     metadata = await admin_of(request).update_config(name, body.config, revision=revision)
+    return reply(request, PluginEnvelope(metadata))
+
+
+async def set_isolation(request: Request) -> Response:
+    name = request.path_params["name"]
+    body = await decode(request, IsolationBody)
+    revision = expected_revision(request)
+    metadata = await admin_of(request).set_isolation(name, body.mode, revision=revision)
     return reply(request, PluginEnvelope(metadata))
 
 
@@ -355,6 +364,17 @@ _TABLE: tuple[tuple[Operation, Handler], ...] = (
             errors=(404, 409, 422),
         ),
         update_config,
+    ),
+    (
+        Operation(
+            "POST",
+            "/plugins/{name}/isolation",
+            "Move it to a worker process or back inline (not written to the manifest)",
+            PluginEnvelope,
+            body=IsolationBody,
+            errors=(400, 404, 409),
+        ),
+        set_isolation,
     ),
     (
         Operation("DELETE", "/plugins/{name}", "Remove it", Removed, errors=(404, 409)),

@@ -27,6 +27,7 @@ __all__ = [
     "HookResults",
     "HookSeries",
     "InstallBody",
+    "IsolationBody",
     "PluginEnvelope",
     "PluginHistory",
     "PluginList",
@@ -102,6 +103,13 @@ class QuarantineReset(msgspec.Struct, forbid_unknown_fields=True):
     """Optional body of a quarantine reset: only this hook's breaker (all without it)."""
 
     hook: HookName | None = None
+
+
+class IsolationBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Where to move a plugin: ``process`` (its own worker) or back ``inline``; runtime state,
+    the manifest is not written."""
+
+    mode: Literal["inline", "process"]
 
 
 class Catalogue(msgspec.Struct):

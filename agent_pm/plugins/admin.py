@@ -1,7 +1,7 @@
 """The admin operations of the registry, all in one shape.
 
 Every operation (enable, disable, config update, install, remove, reload of one plugin's code
-or of the whole manifest) runs the same sequence under one lock:
+or of the whole manifest, a move in or out of process) runs the same sequence under one lock:
 
 1. **build the candidate**: the changed manifest through :class:`Manifest`'s ``set``/``add``/
    ``remove``, checked exactly as ``Manifest.load`` would read it back, and candidate records
@@ -18,7 +18,7 @@ before the swap.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.lifecycle import Lifecycle
 from agent_pm.plugins.loader import fresh_import, import_plugin_class
 from agent_pm.plugins.manifest import Manifest, ManifestItem, to_plain
+from agent_pm.plugins.placement import Mode, Mover, Placement
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.secrets import unmask_config
 from agent_pm.plugins.store import ManifestStore
@@ -67,6 +68,7 @@ class AdminOperations:
     _life: Lifecycle
     _lock: anyio.Lock
     _started: list[PluginRecord]
+    clock: Callable[[], float]
 
     # Provided by the registry.
     def _find(self, name: str) -> PluginRecord:
@@ -116,12 +118,14 @@ class AdminOperations:
         previous: PluginRecord | None,
         cls: type[PluginBase] | None = None,
         sent: dict[str, Any] | None = None,
+        moved: Placement | None = None,
     ) -> PluginRecord:
         """A validated candidate record for ``item``, started if its entry is enabled.
 
         ``sent`` is the config an admin write gave; the secret binding is checked against it.
+        ``moved`` is a new placement for it (a move in or out of process).
         """
-        candidate = self._validated(item, previous, cls, sent)
+        candidate = self._validated(item, previous, cls, sent, moved)
         if candidate.entry is not None and candidate.entry.enabled:
             await self._start(candidate)
         return candidate
@@ -132,8 +136,9 @@ class AdminOperations:
         previous: PluginRecord | None,
         cls: type[PluginBase] | None = None,
         sent: dict[str, Any] | None = None,
+        moved: Placement | None = None,
     ) -> PluginRecord:
-        candidate = self._life.load(item, previous, cls)
+        candidate = self._life.load(item, previous, cls, moved)
         assert item.entry is not None and candidate.cls is not None
         if sent is not None:
             stored = None
@@ -235,6 +240,39 @@ class AdminOperations:
                     self._life.note(record, "reload", str(exc))
                 self._changed([record])
                 raise
+            await self._commit(self._with(name, candidate), None)
+            return candidate.metadata()
+
+    async def set_isolation(
+        self,
+        name: str,
+        mode: Mode,
+        *,
+        revision: int | None = None,
+        reason: str | None = None,
+        by: Mover = "operator",
+    ) -> PluginInfo:
+        """Move plugin ``name`` to a worker process or back inline, without writing the manifest.
+
+        The sequence of a reload: the instance for the new place (for ``process``, its worker)
+        is built and started first; if it cannot start, the running one stays and the error is
+        raised. A move back inline by an operator holds off automatic promotion for the
+        plugin's ``hold_seconds``. The platform's own move (``by="platform"``) is dropped when
+        the plugin is no longer an active ``auto`` plugin running inline.
+        """
+        async with self._admin(revision):
+            record = self._require_loadable(name)
+            placement = record.placement
+            if by == "platform" and not (record.active and placement.declared == "auto"):
+                return record.metadata()
+            if placement.mode == mode and by == "platform":
+                return record.metadata()
+            moved = placement.moved(mode, by, reason, self.clock())
+            if placement.mode == mode:  # nothing to rebuild: only who decided, and the hold
+                record.placement = moved
+                self._changed([record])
+                return record.metadata()
+            candidate = await self._candidate(record.item, record, moved=moved)
             await self._commit(self._with(name, candidate), None)
             return candidate.metadata()
 

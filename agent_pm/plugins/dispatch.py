@@ -37,7 +37,11 @@ from agent_pm.plugins.redaction import NO_SECRETS, Redactor
 from agent_pm.plugins.telemetry import Status
 from agent_pm.plugins.tracing import Tracing
 
-__all__ = ["Dispatcher", "HookResult", "Target"]
+__all__ = ["THREAD_SLOTS_PER_PLUGIN", "Dispatcher", "HookResult", "Target", "stuck_threads"]
+
+# Worker threads one plugin's sync handlers may occupy at once; a plugin that blocks forever
+# exhausts only these.
+THREAD_SLOTS_PER_PLUGIN = 4
 
 
 class HookResult(msgspec.Struct, frozen=True):
@@ -88,6 +92,16 @@ class Running(NamedTuple):
     span: Any
 
 
+class _Slot:
+    """One sync call's hold on its plugin's thread slots: ``queued``, ``running``, or
+    ``abandoned`` once its caller stopped waiting (a timeout, a deadline, a cancellation)."""
+
+    __slots__ = ("phase",)
+
+    def __init__(self) -> None:
+        self.phase = "queued"
+
+
 async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter) -> Any:
     """Run ``call`` in a worker thread holding one of ``limiter``'s slots until it *returns*.
 
@@ -96,10 +110,9 @@ async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter)
     Here the slot stays taken until the thread is really done, so such a plugin exhausts only
     its own slots and the calls after that time out waiting for one.
     """
-    slot = object()
+    slot = _Slot()
     await limiter.acquire_on_behalf_of(slot)
     token = anyio.lowlevel.current_token()
-    state = {"phase": "queued"}
     guard = threading.Lock()
 
     def release() -> None:
@@ -108,9 +121,9 @@ async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter)
 
     def work() -> Any:
         with guard:
-            if state["phase"] == "abandoned":
+            if slot.phase == "abandoned":
                 return None
-            state["phase"] = "running"
+            slot.phase = "running"
         try:
             return call()
         finally:
@@ -120,11 +133,22 @@ async def run_in_thread(call: Callable[[], Any], limiter: anyio.CapacityLimiter)
         return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
     except BaseException:
         with guard:
-            never_ran = state["phase"] == "queued"
-            state["phase"] = "abandoned"
+            never_ran = slot.phase == "queued"
+            slot.phase = "abandoned"
         if never_ran:
             limiter.release_on_behalf_of(slot)
         raise
+
+
+def stuck_threads(limiter: anyio.CapacityLimiter) -> int:
+    """How many of ``limiter``'s slots are held by calls still running in their threads after
+    their callers stopped waiting: threads that may never return."""
+    return sum(
+        1
+        for slot in limiter.statistics().borrowers
+        # An abandoned slot that never ran was released at once: one still held ran.
+        if isinstance(slot, _Slot) and slot.phase == "abandoned"
+    )
 
 
 # Records one outcome and returns the error text as it may be shown (secrets redacted).

@@ -6,6 +6,7 @@ document describes every field. ``config`` stays a plain mapping: it is the plug
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -18,6 +19,7 @@ from agent_pm.plugins.windows import RECENT_WINDOW, WindowName, WindowStats
 __all__ = [
     "HistoryEntry",
     "HookStatsInfo",
+    "IsolationInfo",
     "PluginInfo",
     "PluginState",
     "SecretsInfo",
@@ -31,6 +33,33 @@ class SecretsInfo(msgspec.Struct, frozen=True):
 
     required: list[str] = msgspec.field(default_factory=list)
     missing: list[str] = msgspec.field(default_factory=list)
+
+
+class IsolationInfo(msgspec.Struct, kw_only=True):
+    """Where a plugin runs and why: the ``isolation`` block of its metadata.
+
+    ``mode`` is where it runs now, ``declared`` what its manifest entry (or
+    ``ISOLATION_DEFAULT``) asks for. ``promoted`` is true while the platform has moved an
+    ``auto`` plugin to a worker process; ``why``, ``when`` and ``by`` (``platform`` or
+    ``operator``) describe the last move, ``promotions`` counts the platform's, and no automatic
+    promotion happens before ``hold_until``. The worker fields (``state`` to ``cpu_seconds``)
+    are set in ``mode`` ``process`` only; times are UTC.
+    """
+
+    mode: Literal["inline", "process"] = "inline"
+    declared: Literal["inline", "process", "auto"] = "inline"
+    promoted: bool = False
+    why: str | None = None
+    when: datetime | None = None
+    by: Literal["platform", "operator"] | None = None
+    promotions: int = 0
+    hold_until: datetime | None = None
+    state: Literal["running", "restarting", "stopped"] | None = None
+    pid: int | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    memory_mb: int | None = None
+    cpu_seconds: float | None = None
 
 
 class PluginInfo(msgspec.Struct, kw_only=True):
@@ -60,8 +89,7 @@ class PluginInfo(msgspec.Struct, kw_only=True):
     quarantine: dict[str, QuarantineInfo] = msgspec.field(default_factory=dict)
     window: WindowName = RECENT_WINDOW
     hook_windows: dict[str, WindowStats] = msgspec.field(default_factory=dict)
-    # Where the plugin runs (``mode``: inline or process) and, isolated, how its worker is doing.
-    isolation: dict[str, Any] = msgspec.field(default_factory=dict)
+    isolation: IsolationInfo = msgspec.field(default_factory=IsolationInfo)
     # How long its inline async handlers' steps held the loop; ``None`` while not measured.
     loop_blocks: dict[str, Any] | None = None
     hook_history: dict[str, list[HistoryEntry]] | msgspec.UnsetType = msgspec.UNSET

@@ -29,7 +29,8 @@ from agent_pm.plugins import wire
 from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.dispatch import describe
-from agent_pm.plugins.manifest import Limits, ManifestEntry
+from agent_pm.plugins.info import IsolationInfo
+from agent_pm.plugins.manifest import Limits
 from agent_pm.plugins.process import Ended, WorkerProcess
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ __all__ = [
     "IsolatedPlugin",
     "RemoteError",
     "isolated_class",
-    "isolation_status",
 ]
 
 MAX_BACKOFF_SECONDS = 30.0
@@ -92,24 +92,6 @@ def isolated_class(cls: type[PluginBase]) -> type[IsolatedPlugin]:
     namespace["__module__"] = __name__
     namespace["__qualname__"] = f"Isolated{cls.__name__}"
     return type(f"Isolated{cls.__name__}", (IsolatedPlugin,), namespace)
-
-
-def isolation_status(entry: ManifestEntry | None, instance: PluginBase | None) -> dict[str, Any]:
-    """Where a plugin runs, and for an isolated one how its worker is doing."""
-    if isinstance(instance, IsolatedPlugin):
-        return instance.status()
-    if entry is None or entry.isolation == "inline":
-        return {"mode": "inline"}
-    limits = entry.limits or Limits()
-    return {
-        "mode": entry.isolation,
-        "state": "stopped",
-        "pid": None,
-        "restarts": 0,
-        "last_exit": None,
-        "memory_mb": limits.memory_mb,
-        "cpu_seconds": limits.cpu_seconds,
-    }
 
 
 class IsolatedPlugin(PluginBase):
@@ -189,20 +171,19 @@ class IsolatedPlugin(PluginBase):
     def _lifecycle_timeout(self) -> float:
         return max(self.hook_timeout, 1.0)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> IsolationInfo:
         """What the metadata shows about the worker."""
         worker = self._worker
         running = worker is not None and worker.alive
-        state = "stopped" if self._stopped else "running" if running else "restarting"
-        return {
-            "mode": "process",
-            "state": state,
-            "pid": worker.pid if running and worker is not None else None,
-            "restarts": self.restarts,
-            "last_exit": self.last_exit,
-            "memory_mb": self.limits.memory_mb,
-            "cpu_seconds": self.limits.cpu_seconds,
-        }
+        return IsolationInfo(
+            mode="process",
+            state="stopped" if self._stopped else "running" if running else "restarting",
+            pid=worker.pid if running and worker is not None else None,
+            restarts=self.restarts,
+            last_exit=self.last_exit,
+            memory_mb=self.limits.memory_mb,
+            cpu_seconds=self.limits.cpu_seconds,
+        )
 
     # -- the worker ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -24,7 +25,8 @@ from agent_pm.plugins.dispatch import run_in_thread
 from agent_pm.plugins.isolated import WORKER_STARTUP_SECONDS, IsolatedPlugin, isolated_class
 from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
 from agent_pm.plugins.loopblock import LoopBlocks
-from agent_pm.plugins.manifest import ManifestItem
+from agent_pm.plugins.manifest import Isolation, ManifestEntry, ManifestItem, PromotionSettings
+from agent_pm.plugins.placement import Placement
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.secrets import ResolvedSecrets, SecretResolver
 from agent_pm.plugins.telemetry import PluginTelemetry
@@ -44,10 +46,12 @@ class Lifecycle:
         emitter: Emitter,
         background: Background | None = None,
         clock: Callable[[], float] = time.time,
+        on_block: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.settings = settings
         self._background = background
         self.clock = clock
+        self._on_block = on_block
         self._resolver = SecretResolver(settings)
         self._emitter = emitter
 
@@ -59,11 +63,25 @@ class Lifecycle:
         """``config`` converted and confined for ``cls``, as :func:`validate_config` says."""
         return validate_config(cls, config, self.settings)
 
-    def loop_blocks(self, name: str) -> LoopBlocks | None:
-        """A fresh loop-block record for plugin ``name``, or ``None`` when not measured."""
-        if not self.settings.loop_block_tracking:
+    def loop_blocks(self, name: str, declared: Isolation) -> LoopBlocks | None:
+        """A fresh loop-block record for plugin ``name``, or ``None`` when not measured (an
+        ``auto`` plugin always is: its promotion depends on it)."""
+        if not self.settings.loop_block_tracking and declared != "auto":
             return None
-        return LoopBlocks(name, self.settings.loop_block_warn_ms)
+        return LoopBlocks(name, self.settings.loop_block_warn_ms, self._on_block)
+
+    def placement(
+        self, entry: ManifestEntry, previous: PluginRecord | None, moved: Placement | None
+    ) -> Placement:
+        """Where ``entry``'s plugin runs: ``moved`` there, or as ``previous`` ran, or as
+        declared (its ``isolation``, else ``ISOLATION_DEFAULT``)."""
+        declared = entry.isolation or self.settings.isolation_default
+        settings = entry.promotion or PromotionSettings()
+        if moved is not None:
+            return moved
+        if previous is not None:
+            return previous.placement.carried(declared, settings)
+        return Placement.declared_as(declared, settings)
 
     def resolve(self, cls: type[PluginBase], name: str, config: dict[str, Any]) -> ResolvedSecrets:
         inline = config.get("secrets")
@@ -79,12 +97,13 @@ class Lifecycle:
         item: ManifestItem,
         previous: PluginRecord | None = None,
         cls: type[PluginBase] | None = None,
+        moved: Placement | None = None,
     ) -> PluginRecord:
         """A validated record for ``item``, not started; raises ``AgentPMError`` if invalid.
 
-        It carries on ``previous``'s telemetry, thread slots and loop-block record (the same
-        plugin, rebuilt);
-        ``cls`` is a freshly imported class to use instead of importing the entry's module.
+        It carries on ``previous``'s telemetry, thread slots, loop-block record and placement
+        (the same plugin, rebuilt); ``cls`` is a freshly imported class to use instead of
+        importing the entry's module; ``moved`` a new placement (a move in or out of process).
         """
         entry = item.entry
         if entry is None:
@@ -94,7 +113,12 @@ class Lifecycle:
         record.hooks = handler_hooks(record.cls, entry.hooks)
         record.config = self.validate(record.cls, entry.config)
         record.timeout = self.timeout_for(record.cls, entry.timeout_seconds)
-        record.loop_blocks = previous.loop_blocks if previous else self.loop_blocks(record.name)
+        record.placement = placement = self.placement(entry, previous, moved)
+        blocks = previous.loop_blocks if previous is not None else None
+        record.loop_blocks = blocks or self.loop_blocks(record.name, placement.declared)
+        if record.loop_blocks is not None:
+            auto = placement.declared == "auto"
+            record.loop_blocks.listen_ms = placement.settings.block_ms if auto else math.inf
         record.secrets = self.resolve(record.cls, entry.name, entry.config)
         return record
 
@@ -144,7 +168,7 @@ class Lifecycle:
         """The instance, or for an isolated plugin its stand-in (the worker starts on enable)."""
         assert record.cls is not None
         entry = record.entry
-        if entry is None or entry.isolation == "inline":
+        if entry is None or record.placement.mode == "inline":
             return record.cls(record.config)
         return isolated_class(record.cls)(
             record.config,

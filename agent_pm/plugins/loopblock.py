@@ -4,7 +4,8 @@ An async handler runs in steps, from one resume to its next suspension; while a 
 nothing else on the loop does. :func:`timed` wraps a handler so each step (each ``send`` or
 ``throw`` into its coroutine) is timed and recorded per plugin and hook: a fixed histogram, the
 longest step, and the plugin's worst steps. A step above the warning threshold is logged with
-the plugin and hook that took it.
+the plugin and hook that took it; one above the listening threshold is also passed on (an
+``isolation: auto`` plugin's promotion counts them).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
@@ -25,6 +27,8 @@ logger = logging.getLogger("agent_pm.plugins.loopblock")
 # Upper bounds (ms) of the histogram's buckets; one more bucket holds the steps above the last.
 BOUNDS_MS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0)
 WORST_KEPT = 5
+# Called with (plugin, hook, ms) for a step at or past the listening threshold.
+Listener = Callable[[str, str, float], None]
 _clock = time.perf_counter
 
 
@@ -47,9 +51,12 @@ class WorstStep(msgspec.Struct, frozen=True, order=True):
 class LoopBlocks:
     """Loop-hold times of one plugin's async handlers."""
 
-    def __init__(self, plugin: str, warn_ms: float) -> None:
+    def __init__(self, plugin: str, warn_ms: float, listener: Listener | None = None) -> None:
         self.plugin = plugin
         self.warn_ms = warn_ms
+        # Told of every step of at least ``listen_ms`` (promotion's evidence).
+        self.listener = listener
+        self.listen_ms = math.inf
         self.hooks: dict[str, HookBlocks] = {}
         self._worst: list[WorstStep] = []
 
@@ -69,6 +76,8 @@ class LoopBlocks:
                 ms,
                 hook,
             )
+        if ms >= self.listen_ms and self.listener is not None:
+            self.listener(self.plugin, hook, ms)
         worst = self._worst
         if len(worst) < WORST_KEPT:
             heapq.heappush(worst, WorstStep(ms, hook, time.time()))

@@ -22,6 +22,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from agent_pm.errors import ManifestError, UnloadableChangeError
+from agent_pm.plugins.dispatch import THREAD_SLOTS_PER_PLUGIN
 from agent_pm.plugins.health import HealthThresholds
 from agent_pm.plugins.manifest_file import (
     MAX_MANIFEST_BYTES,
@@ -38,6 +39,7 @@ __all__ = [
     "Manifest",
     "ManifestEntry",
     "ManifestItem",
+    "PromotionSettings",
     "current_digest",
     "parse_bytes",
     "to_plain",
@@ -58,8 +60,9 @@ ModulePath = Annotated[
 HookName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 
 
-# Where a plugin runs: in the service's process, or in a worker process of its own.
-Isolation = Literal["inline", "process"]
+# Where a plugin runs: in the service's process, in a worker process of its own, or inline
+# until it misbehaves, then in a worker process (``agent_pm.plugins.promotion``).
+Isolation = Literal["inline", "process", "auto"]
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -67,6 +70,22 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=Tr
 
     memory_mb: Annotated[int, msgspec.Meta(ge=64, le=1_048_576)] | None = None
     cpu_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] | None = None
+
+
+class PromotionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """When an ``isolation: auto`` plugin is moved to a worker process (the ``promotion:`` mapping).
+
+    ``blocks`` steps of its async handlers holding the event loop for ``block_ms`` or longer
+    within ``window_seconds``, or ``stuck_threads`` sync calls still running in their threads
+    past their timeout, promote it. After an operator moves it back inline, it is not promoted
+    again for ``hold_seconds``.
+    """
+
+    block_ms: Annotated[float, msgspec.Meta(gt=0, le=60_000)] = 250.0
+    blocks: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 3
+    window_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
+    stuck_threads: Annotated[int, msgspec.Meta(ge=1, le=THREAD_SLOTS_PER_PLUGIN)] = 1
+    hold_seconds: Annotated[float, msgspec.Meta(ge=0, le=604_800)] = 3600.0
 
 
 class ManifestEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -84,12 +103,19 @@ class ManifestEntry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     health: HealthThresholds = msgspec.field(default_factory=HealthThresholds)
     # ``false`` turns quarantine off; a mapping tunes it.
     quarantine: QuarantineSettings | bool = True
-    isolation: Isolation = "inline"
+    # Unset follows ISOLATION_DEFAULT.
+    isolation: Isolation | None = None
     limits: Limits | None = None
+    # Only for isolation: auto (or unset, when ISOLATION_DEFAULT may be auto).
+    promotion: PromotionSettings | None = None
 
     def __post_init__(self) -> None:
         if self.limits is not None and self.isolation == "inline":
-            raise ValueError("limits apply only to isolated plugins (isolation: process)")
+            raise ValueError("limits apply only to isolated plugins (isolation: process or auto)")
+        if self.promotion is not None and self.isolation in ("inline", "process"):
+            raise ValueError(
+                f"promotion applies only to isolation: auto, not isolation: {self.isolation}"
+            )
 
     @property
     def quarantine_settings(self) -> QuarantineSettings:

@@ -8,23 +8,20 @@ from typing import Any
 import anyio
 
 from agent_pm.plugins.base import PluginBase
+from agent_pm.plugins.dispatch import THREAD_SLOTS_PER_PLUGIN
 from agent_pm.plugins.health import Health, HealthThresholds, worst
 from agent_pm.plugins.info import PluginInfo, PluginState, SecretsInfo
-from agent_pm.plugins.isolated import isolation_status
+from agent_pm.plugins.isolated import IsolatedPlugin
 from agent_pm.plugins.loopblock import LoopBlocks
-from agent_pm.plugins.manifest import ManifestEntry, ManifestItem
+from agent_pm.plugins.manifest import ManifestEntry, ManifestItem, PromotionSettings
 from agent_pm.plugins.monitor import PluginMonitor
+from agent_pm.plugins.placement import Placement
 from agent_pm.plugins.quarantine import QuarantineSettings
 from agent_pm.plugins.secrets import ResolvedSecrets, mask_config
 from agent_pm.plugins.telemetry import PluginTelemetry, Status
 from agent_pm.plugins.windows import RECENT_WINDOW, WindowName
 
 __all__ = ["PluginRecord", "PluginState"]
-
-
-# Worker threads one plugin's sync handlers may occupy at once; a plugin that blocks forever
-# exhausts only these.
-THREAD_SLOTS_PER_PLUGIN = 4
 
 
 @dataclass(eq=False)
@@ -46,6 +43,10 @@ class PluginRecord:
     )
     # How long its inline async handlers' steps hold the loop; ``None`` while not measured.
     loop_blocks: LoopBlocks | None = None
+    # Where it runs and why; runtime state carried across rebuilds.
+    placement: Placement = field(
+        default_factory=lambda: Placement.declared_as("inline", PromotionSettings())
+    )
     monitor: PluginMonitor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -132,7 +133,10 @@ class PluginRecord:
             quarantine=self.monitor.quarantine_info(),
             window=window,
             hook_windows={hook: w.stats(window) for hook, w in telemetry.windows.items()},
-            isolation=isolation_status(self.entry, self.instance),
+            isolation=self.placement.info(
+                self.instance.status() if isinstance(self.instance, IsolatedPlugin) else None,
+                self.entry.limits if self.entry is not None else None,
+            ),
             loop_blocks=self.loop_blocks.snapshot() if self.loop_blocks else None,
         )
         if history is not False:

@@ -24,6 +24,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import msgspec
 
+from agent_pm.audit import AuditLog
 from agent_pm.errors import (
     EmitBudgetError,
     EmitLoopError,
@@ -41,6 +42,7 @@ from agent_pm.plugins.dispatch import Dispatcher, HookResult, Target
 from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.lifecycle import Lifecycle
 from agent_pm.plugins.manifest import Manifest
+from agent_pm.plugins.promotion import Promoter
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.recorder import FailureRecorder
 from agent_pm.plugins.replay import Replays
@@ -83,7 +85,9 @@ class PluginRegistry(AdminOperations, Emitter):
 
     ``async with PluginRegistry(path, settings) as registry:`` loads the manifest and enables the
     enabled entries; leaving the block disables them and waits for background work.
-    ``clock`` (wall-clock seconds) times the telemetry windows, health and quarantine.
+    ``clock`` (wall-clock seconds) times the telemetry windows, health, quarantine and
+    promotion. ``audit_log`` records the platform's own moves of ``isolation: auto`` plugins
+    (default: the audit log under ``DATA_DIR``).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class PluginRegistry(AdminOperations, Emitter):
         max_background: int = 1_000,
         tracer_provider: Any = None,
         clock: Callable[[], float] = time.time,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.manifest_path = Path(manifest_path or self.settings.plugin_config_path)
@@ -115,7 +120,13 @@ class PluginRegistry(AdminOperations, Emitter):
         self._table = DispatchTable()
         self._manifest: Manifest | None = None
         self._background = Background(max_background)
-        self._life = Lifecycle(self.settings, self, self._background, clock)
+        self.promoter = Promoter(
+            self,
+            audit_log or AuditLog(self.settings.data_dir / "audit"),
+            self._background,
+            clock,
+        )
+        self._life = Lifecycle(self.settings, self, self._background, clock, self.promoter.blocked)
         self._tracing = tracing_for(self.settings.tracing, tracer_provider)
         self._dispatcher = Dispatcher(self._record_sample, self._tracing)
         self._lock = anyio.Lock()
@@ -228,6 +239,10 @@ class PluginRegistry(AdminOperations, Emitter):
         """SHA-256 of the manifest as last loaded or written (``""`` for an absent file), or
         ``None`` while no manifest could be loaded."""
         return self._manifest.digest if self._manifest is not None else None
+
+    def record_of(self, name: str) -> PluginRecord | None:
+        """The current record of plugin ``name``, if there is one."""
+        return self._records.get(name)
 
     def _find(self, name: str) -> PluginRecord:
         try:
@@ -445,6 +460,8 @@ class PluginRegistry(AdminOperations, Emitter):
             record.telemetry.add(sample)
         self.bus.publish(sample)
         if record is not None:
+            if (status == "timeout" or status == "deadline") and not target.is_async:
+                self.promoter.timed_out(record, hook)
             health_changed, breaker_changed = record.observe(hook, status, duration_ms)
             if breaker_changed:
                 self._track_breaker(record, hook)
