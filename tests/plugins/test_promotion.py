@@ -179,8 +179,6 @@ async def test_promotion_counts_blocks_within_the_window_and_only_for_auto(
             assert worst[0]["ms"] >= 150  # both are named by the attribution
             assert isolation(registry, name)["mode"] == "inline"
             assert registry.record_of(name).placement.pending is False  # type: ignore[union-attr]
-        await registry.fire("post_plan", ms=50)  # under block_ms: no evidence
-        assert registry.record_of("patient").placement.pending is False  # type: ignore[union-attr]
         assert isolation(registry, "pinned")["declared"] == "inline"
 
 
