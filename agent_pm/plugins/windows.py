@@ -30,6 +30,7 @@ sample costs O(1) and each flush O(columns touched).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from array import array
@@ -78,6 +79,9 @@ _STATUS_INDEX: Final = {status: i for i, status in enumerate(STATUSES)}
 # Statuses whose calls ran a handler, and so have a meaningful duration.
 _RAN: Final = frozenset(_STATUS_INDEX[s] for s in ("success", "error", "timeout"))
 _FAILED: Final = (_STATUS_INDEX["error"], _STATUS_INDEX["timeout"])
+_SUCCESS, _ERROR, _TIMEOUT, _SKIPPED, _QUARANTINED = (
+    _STATUS_INDEX[s] for s in ("success", "error", "timeout", "skipped", "quarantined")
+)
 
 LATENCY_FLOOR_MS: Final = 0.01
 _STEPS_PER_DOUBLING: Final = 2
@@ -119,6 +123,12 @@ def latency_bin(duration_ms: float) -> int:
     if duration_ms < LATENCY_FLOOR_MS:
         return 0
     return min(int(math.log(duration_ms / LATENCY_FLOOR_MS) * _BIN_SCALE) + 1, LATENCY_BINS - 1)
+
+
+@functools.cache
+def _slow_from(slow_ms: float) -> int:
+    """The first counter column of the bins wholly above ``slow_ms``."""
+    return _FIRST_BIN + latency_bin(slow_ms) + 1
 
 
 def _bin_value(index: int) -> float:
@@ -408,12 +418,13 @@ class WindowRecorder:
         """Move the recent window's newest bucket to ``index``, dropping buckets that left it.
 
         Called before a bucket is written, so every bucket that leaves is still in the ring.
-        The pending counts are flushed first: they belong to the bucket recorded until now.
+        The pending counts are flushed first when it moves: they belong to the bucket recorded
+        until now.
         """
-        self._flush()
         newest = self._recent_newest
         if index <= newest:
             return
+        self._flush()
         self._recent_newest = index
         leaving = range(newest - _RECENT_SPAN + 1, min(index - _RECENT_SPAN, newest) + 1)
         if len(leaving) >= _RECENT_SPAN or newest < 0:
@@ -428,19 +439,21 @@ class WindowRecorder:
                         self._recent[i] -= value
 
     def recent(self, slow_ms: float) -> Recent:
-        """Calls of the last ``RECENT_WINDOW`` by outcome; ``slow``: those past ``slow_ms``."""
-        self._advance(int(self._clock() // _TIERS[0][0]))
-        counts = self._recent
-        ran = sum(counts[i] for i in _RAN)
-        failed = sum(counts[i] for i in _FAILED)
-        slow = sum(counts[len(STATUSES) + latency_bin(slow_ms) + 1 :])
+        """Calls of the last ``RECENT_WINDOW`` by outcome; ``slow``: those past ``slow_ms``.
+
+        Cheap enough to run per sample: the running sums plus the pending row, unflushed.
+        """
+        self._advance(int(self._clock() // _FINE_SECONDS))
+        sums, pending = self._recent, self._pending
+        failed = sums[_ERROR] + pending[_ERROR] + sums[_TIMEOUT] + pending[_TIMEOUT]
+        slow_from = _slow_from(slow_ms)
         return Recent(
-            sum(counts[: len(STATUSES)]),
-            ran,
+            sum(sums[:_FIRST_BIN]) + sum(pending[:_FIRST_BIN]),
+            sums[_SUCCESS] + pending[_SUCCESS] + failed,
             failed,
-            counts[_STATUS_INDEX["skipped"]],
-            counts[_STATUS_INDEX["quarantined"]],
-            slow,
+            sums[_SKIPPED] + pending[_SKIPPED],
+            sums[_QUARANTINED] + pending[_QUARANTINED],
+            sum(sums[slow_from:]) + sum(pending[slow_from:]),
         )
 
     @classmethod
