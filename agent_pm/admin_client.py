@@ -67,7 +67,7 @@ class FailureQuery:
 class AdminClient(Protocol):
     """The plugin operations the CLI needs."""
 
-    def list_plugins(self) -> dict[str, Any]: ...
+    def list_plugins(self, node: str | None = None) -> dict[str, Any]: ...
     def get(self, name: str) -> dict[str, Any]: ...
     def set_enabled(self, name: str, enabled: bool) -> dict[str, Any]: ...
     def reload(self, name: str | None) -> dict[str, Any]: ...
@@ -79,7 +79,9 @@ class AdminClient(Protocol):
     def replay(self, name: str, query: FailureQuery, *, dry_run: bool) -> dict[str, Any]: ...
     def replay_one(self, name: str, failure_id: int, *, force: bool) -> dict[str, Any]: ...
     def audit(self, since: str | None, limit: int | None) -> list[dict[str, Any]]: ...
-    def stats(self, name: str, window: str, hook: str | None) -> dict[str, Any]: ...
+    def stats(
+        self, name: str, window: str, hook: str | None, node: str | None = None
+    ) -> dict[str, Any]: ...
     def reset_quarantine(self, name: str, hook: str | None) -> dict[str, Any]: ...
     def set_isolation(self, name: str, mode: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
@@ -110,7 +112,10 @@ class FileClient:
 
         return self._run(audited)
 
-    def list_plugins(self) -> dict[str, Any]:
+    def list_plugins(self, node: str | None = None) -> dict[str, Any]:
+        if node is not None:
+            raise AdminError(_NEEDS_SERVER.format(what="a cluster node's figures"))
+
         async def read(registry: PluginRegistry) -> dict[str, Any]:
             return {
                 "plugins": [_plain(info) for info in registry.list_metadata()],
@@ -223,7 +228,9 @@ class FileClient:
 
         return self._admin(replay)
 
-    def stats(self, name: str, window: str, hook: str | None) -> dict[str, Any]:
+    def stats(
+        self, name: str, window: str, hook: str | None, node: str | None = None
+    ) -> dict[str, Any]:
         raise AdminError(_NEEDS_SERVER.format(what="windowed stats"))
 
     def reset_quarantine(self, name: str, hook: str | None) -> dict[str, Any]:
@@ -302,8 +309,9 @@ class HttpClient:
         self._etag = response.headers.get("etag")
         return data
 
-    def list_plugins(self) -> dict[str, Any]:
-        data: dict[str, Any] = self._call("GET", "/plugins")
+    def list_plugins(self, node: str | None = None) -> dict[str, Any]:
+        params = {"node": node} if node else None
+        data: dict[str, Any] = self._call("GET", "/plugins", params=params)
         return data
 
     def get(self, name: str) -> dict[str, Any]:
@@ -373,8 +381,12 @@ class HttpClient:
         records: list[dict[str, Any]] = self._call("GET", "/audit", params=query)["records"]
         return records
 
-    def stats(self, name: str, window: str, hook: str | None) -> dict[str, Any]:
+    def stats(
+        self, name: str, window: str, hook: str | None, node: str | None = None
+    ) -> dict[str, Any]:
         params = {"window": window, **({"hook": hook} if hook else {})}
+        if node:
+            params["node"] = node
         data: dict[str, Any] = self._call("GET", f"/plugins/{name}/stats", params=params)
         return data
 

@@ -61,7 +61,8 @@ def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help="API key for --url (default: PLUGINS_API_KEY)")
     parser.add_argument("--json", action="store_true", help="print raw JSON")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("list", help="list plugins and their state")
+    listing = commands.add_parser("list", help="list plugins and their state")
+    listing.add_argument("--node", help="one cluster node's figures (default: every node's sum)")
     commands.add_parser("discover", help="list installed plugin entry points")
     for name, help_text in (("enable", "enable a plugin"), ("disable", "disable a plugin")):
         commands.add_parser(name, help=help_text).add_argument("name")
@@ -76,6 +77,7 @@ def _add_plugin_commands(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("name")
     stats.add_argument("--window", default="5m", choices=("1m", "5m", "1h", "24h", "all"))
     stats.add_argument("--hook", help="only this hook")
+    stats.add_argument("--node", help="one cluster node's figures (default: every node's sum)")
     quarantine = commands.add_parser("quarantine", help="quarantine controls (needs --url)")
     quarantine_commands = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
     reset = quarantine_commands.add_parser("reset", help="close a plugin's breakers")
@@ -254,15 +256,13 @@ def _serve_workers(
     args: argparse.Namespace, settings: Settings, keys: ApiKeys, manifest: str
 ) -> None:
     import dataclasses
-    import secrets
 
     from agent_pm.workers import ServeOptions, run_workers
 
-    # Every worker must accept the same keys and sessions: settle generated ones here, once.
+    # Every worker must accept the same keys: settle a generated one here, once. Sessions are
+    # signed with SESSION_SECRET, or else with a secret the cluster keeps in Redis.
     settings = dataclasses.replace(
-        settings,
-        admin_api_key=keys.admin if keys.generated else settings.admin_api_key,
-        session_secret=settings.session_secret or secrets.token_urlsafe(32),
+        settings, admin_api_key=keys.admin if keys.generated else settings.admin_api_key
     )
     options = ServeOptions(manifest, watch=not args.no_watch, workers=args.workers)
     run_workers(settings, options, args.host, args.port)

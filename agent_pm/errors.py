@@ -22,6 +22,7 @@ each class to one status code (``agent_pm.api.errors``) and nothing else needs t
     │   └── ReplayRateError      too many bulk replays of one plugin in the last minute
     ├── ShuttingDownError        a hook call was cancelled because the service is stopping
     ├── ClusterUnavailableError  cluster mode cannot reach Redis, so nothing is committed
+    ├── NodeNotFoundError        no node by that name in the cluster (``?node=``)
     └── IsolationError           a call to an isolated plugin's worker process did not complete
         ├── WorkerTimeoutError   the worker was killed because a call ran past its timeout
         ├── WorkerCrashedError   the worker ended (crash, limit, stop) with the call in flight
@@ -43,6 +44,7 @@ __all__ = [
     "LifecycleError",
     "ManifestChangedError",
     "ManifestError",
+    "NodeNotFoundError",
     "NotEncodableError",
     "PluginExistsError",
     "PluginLoadError",
@@ -167,6 +169,11 @@ class ShuttingDownError(AgentPMError):
 class ClusterUnavailableError(AgentPMError):
     """Raised instead of committing an admin change while a cluster node cannot reach Redis:
     committing locally would let the nodes diverge. Retry once the link is back."""
+
+
+class NodeNotFoundError(AgentPMError):
+    """Raised when figures of one node are asked for and no live node has that name (or the
+    server runs alone, without a cluster)."""
 
 
 class EmitBudgetError(EmitLoopError):

@@ -214,11 +214,12 @@ def _print_plugins(plugins: list[dict[str, Any]], out: TextIO) -> None:
 
 
 def _list(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
-    data = client.list_plugins()
+    data = client.list_plugins(args.node)
     if args.json:
         _print_json(data, out)
     else:
         _print_plugins(data["plugins"], out)
+        out.write(_scope_line(data.get("figures")))
     for problem in data.get("config_errors", []):
         err.write(f"error: manifest: {problem}\n")
     for plugin in data["plugins"]:
@@ -388,7 +389,7 @@ def _ms(value: float | None) -> str:
 
 
 def _stats(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
-    data = client.stats(args.name, args.window, args.hook)
+    data = client.stats(args.name, args.window, args.hook, args.node)
     if args.json:
         _print_json(data, out)
         return 0
@@ -422,11 +423,36 @@ def _stats(args: argparse.Namespace, client: AdminClient, out: TextIO, err: Text
             ]
         )
     out.write(format_table(headers, rows) + "\n" if rows else "no hooks\n")
+    _print_nodes(data["hooks"], out)
+    out.write(_scope_line(data.get("figures")))
     for hook, view in data["hooks"].items():
         quarantine = view.get("quarantine") or {}
         if quarantine.get("state") in ("open", "probing"):
             err.write(f"warning: {data['plugin']}.{hook} quarantined: {quarantine['reason']}\n")
     return 0
+
+
+def _print_nodes(hooks: dict[str, Any], out: TextIO) -> None:
+    """Each hook's figures per cluster node, when the answer is a cluster's sum."""
+    rows = [
+        [hook, node, str(stats["calls"]), f"{stats['error_ratio']:.1%}", _ms(stats["p95_ms"])]
+        for hook, view in hooks.items()
+        for node, stats in view.get("nodes", {}).items()
+    ]
+    if rows:
+        out.write("\n" + format_table(("HOOK", "NODE", "CALLS", "ERR %", "P95 MS"), rows) + "\n")
+
+
+def _scope_line(scope: dict[str, Any] | None) -> str:
+    """Whose figures were shown: nothing to say for a server running alone."""
+    if not scope or (scope["figures"] == "local" and not scope["nodes"]):
+        return ""
+    nodes = ", ".join(scope["nodes"])
+    return {
+        "cluster": f"figures: the sum over nodes {nodes}\n",
+        "node": f"figures: node {nodes} alone\n",
+        "local": f"figures: node {nodes} alone (Redis unreachable)\n",
+    }[scope["figures"]]
 
 
 def _quarantine(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:

@@ -43,8 +43,8 @@ def run_workers(settings: Settings, options: ServeOptions, host: str, port: int)
     """Serve with ``options.workers`` processes sharing one listening socket, until SIGINT or
     SIGTERM. They share state through Redis, so ``settings`` must name one.
 
-    The settings' API keys and session secret must be set, so that every worker accepts the
-    same keys and sessions.
+    The settings' API keys must be set, so that every worker accepts the same keys; sessions are
+    signed with the session secret, or without one with the secret the cluster keeps in Redis.
     """
     if not settings.redis_url:
         raise ValueError("more than one worker needs Redis (--redis URL or AGENT_PM_REDIS_URL)")

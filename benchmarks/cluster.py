@@ -84,7 +84,7 @@ async def member(
         ClusterNode(settings, path, node=name) as node,
         PluginRegistry(path, settings, bus=node.bus, store=node.control) as registry,
     ):
-        node.control.attach(registry)
+        node.attach(registry)
         yield node, registry
 
 

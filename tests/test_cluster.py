@@ -39,16 +39,18 @@ def environment(redis: RedisServer) -> dict[str, str]:
 
 
 @contextmanager
-def cluster(redis: RedisServer, root: Path, *flags: tuple[str, ...]) -> Iterator[list[str]]:
+def cluster(
+    redis: RedisServer, root: Path, *flags: tuple[str, ...], manifest_text: str = MANIFEST
+) -> Iterator[list[str]]:
     """One ``serve`` process per entry of ``flags`` (extra arguments), each on its own manifest
-    file; yields their base URLs once every one answers ``/health``."""
+    file holding ``manifest_text``; yields their base URLs once every one answers ``/health``."""
     env = environment(redis)
     urls = []
     with ExitStack() as stack:
         for index, extra in enumerate(flags):
             manifest = root / f"node{index}" / "plugins.yaml"
             manifest.parent.mkdir()
-            manifest.write_text(MANIFEST)
+            manifest.write_text(manifest_text)
             process, url = stack.enter_context(
                 serve_process(manifest, env, "--node", f"n{index}", *extra)
             )

@@ -22,7 +22,8 @@ from agent_pm.api.plugin_routes import PluginRoutes
 from agent_pm.api.request_id import RequestIdMiddleware
 from agent_pm.api.security import Throttle
 from agent_pm.api.security_headers import SecurityHeadersMiddleware
-from agent_pm.api.session import caller_from_session
+from agent_pm.api.session import caller_from_session, sessions_for
+from agent_pm.api.shared_guards import share_guards
 from agent_pm.audit import AuditLog
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.watcher import watch_manifest
@@ -117,8 +118,10 @@ def create_app(
                 path = Path(manifest_path or settings.plugin_config_path)
                 node = None
                 if settings.redis_url:
-                    node = await stack.enter_async_context(open_cluster(settings, path))
-                    app.state.cluster = node
+                    node = open_cluster(settings, path)
+                    guards = (sessions_for(app), throttle, settings.redis_prefix)
+                    share_guards(node.events, *guards)
+                    app.state.cluster = await stack.enter_async_context(node)
                 opened = PluginRegistry(
                     path,
                     settings,
@@ -128,7 +131,7 @@ def create_app(
                 )
                 app.state.registry = await stack.enter_async_context(opened)
                 if node is not None:
-                    node.control.attach(app.state.registry)
+                    node.attach(app.state.registry)
             async with anyio.create_task_group() as group:
                 await group.start(histograms.run, app.state.registry.bus)
                 # Only a registry this app opened on its manifest file is the app's to watch.

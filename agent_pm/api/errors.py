@@ -28,6 +28,7 @@ from agent_pm.errors import (
     InstallRefusedError,
     LifecycleError,
     ManifestError,
+    NodeNotFoundError,
     PluginExistsError,
     PluginLoadError,
     PluginNotFoundError,
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 STATUS_OF: tuple[tuple[type[AgentPMError], int, str], ...] = (
     (PluginNotFoundError, 404, "not_found"),
     (FailureNotFoundError, 404, "not_found"),
+    (NodeNotFoundError, 404, "not_found"),
     (FailureStoreError, 503, "failure_store_unavailable"),
     (ReplayRateError, 429, "too_many_requests"),
     (ReplayError, 409, "replay_refused"),

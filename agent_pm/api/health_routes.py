@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from agent_pm.api.errors import JSONResponse
+from agent_pm.api.figures import NODE_QUERY, node_breakdown, shown_figures
 from agent_pm.api.listing import query_window
 from agent_pm.api.reading import query_int, read_body
 from agent_pm.api.schemas import HookSeries, PluginEnvelope, PluginStats, QuarantineReset
@@ -20,6 +21,7 @@ STATS_QUERY = (
     ("hook", str, "only this hook (every hook of the plugin without it)"),
     ("window", str, "1m, 5m (default), 1h, 24h or all (series of all: the last 24h)"),
     ("points", int, "points in each series, 1 to the window's buckets (default: all of them)"),
+    NODE_QUERY,
 )
 
 
@@ -33,19 +35,25 @@ async def plugin_stats(request: Request) -> Response:
         points = most
     if not 1 <= points <= most:
         raise HTTPException(400, f"points must be between 1 and {most} for window {window}")
-    info = registry.metadata_for(name, window=window)
+    shown = await shown_figures(request)
+    info = registry.metadata_for(name, window=window, views=shown.views)
     hook = request.query_params.get("hook")
     hooks = [hook] if hook is not None else sorted({*info.hooks, *info.hook_windows})
+    breakdown = await node_breakdown(request) if shown.scope.figures == "cluster" else {}
     series = {}
     for each in hooks:
-        recorder = registry.windows(name, each)
+        recorder = registry.windows(name, each, shown.views)
         series[each] = HookSeries(
             stats=recorder.stats(window),
             series=recorder.series(window, points),
             health=info.hook_health.get(each),
             quarantine=info.quarantine.get(each),
+            nodes={
+                node: registry.windows(name, each, views).stats(window)
+                for node, views in breakdown.items()
+            },
         )
-    return JSONResponse(PluginStats(name, window, points, info.health, series))
+    return JSONResponse(PluginStats(name, window, points, info.health, series, shown.scope))
 
 
 async def reset_quarantine(request: Request) -> Response:

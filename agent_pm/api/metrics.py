@@ -1,7 +1,8 @@
 """``/metrics``: Prometheus text exposition of hook telemetry.
 
 Counters (invocations, failures, timeouts, skipped, quarantined, deadlines) come straight from
-the registry's per-hook stats, so they are exact; health and breaker states are one-hot gauges
+the registry's per-hook stats, so they are exact (in a cluster: every live node's, summed; one
+node's with ``?node=``); health and breaker states are one-hot gauges
 (1 for the current state, 0 for the others). The duration histogram needs every sample, so
 :class:`HookHistograms` folds them in from its own bounded bus subscription (a task drains it
 continuously, and each scrape drains what is left); if it ever lags, the dropped samples are
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from agent_pm.api.figures import NODE_QUERY, FigureScope, Shown, shown_figures
 from agent_pm.api.openapi import TEXT, Operation
 from agent_pm.plugins.bus import Bus, Lagged, Subscription
 from agent_pm.plugins.health import HealthState
@@ -35,7 +37,9 @@ __all__ = ["BUCKETS", "OPERATION", "HookHistograms", "render", "routes"]
 
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OPERATION = Operation("GET", "/metrics", "Prometheus metrics", TEXT)
+OPERATION = Operation(
+    "GET", "/metrics", "Prometheus metrics", TEXT, errors=(404, 503), query=(NODE_QUERY,)
+)
 _COUNTERS = (
     ("invocations", "Hook invocations"),
     ("failures", "Hook invocations that raised"),
@@ -63,17 +67,19 @@ class Histogram:
 
 
 class HookHistograms:
-    """Duration histograms per (plugin, hook), fed by a bus subscription."""
+    """Duration histograms per (node, plugin, hook), fed by a bus subscription; the node is
+    ``""`` outside a cluster. In a cluster the bus carries every node's samples, so these
+    cover the whole cluster (since this process started)."""
 
     def __init__(self) -> None:
-        self.histograms: dict[tuple[str, str], Histogram] = {}
+        self.histograms: dict[tuple[str, str, str], Histogram] = {}
         self.dropped = 0
         self._subscription: Subscription | None = None
 
     def fold(self, messages: Iterable[Any]) -> None:
         for message in messages:
             if isinstance(message, HookSample):
-                key = (message.plugin, message.hook)
+                key = (message.node or "", message.plugin, message.hook)
                 histogram = self.histograms.get(key)
                 if histogram is None:
                     histogram = self.histograms[key] = Histogram()
@@ -117,10 +123,22 @@ def _counters(plugins: list[PluginInfo]) -> Iterator[str]:
                 yield f"{name}{_labels(plugin=plugin.name, hook=hook)} {value}\n"
 
 
-def _histograms(histograms: HookHistograms) -> Iterator[str]:
+def _summed(histograms: HookHistograms, node: str | None) -> dict[tuple[str, str], Histogram]:
+    """The histograms of ``node`` (every node's, summed, when ``None``) per (plugin, hook)."""
+    summed: dict[tuple[str, str], Histogram] = {}
+    for (origin, plugin, hook), histogram in histograms.histograms.items():
+        if node is not None and origin != node:
+            continue
+        total = summed.setdefault((plugin, hook), Histogram())
+        total.counts = [a + b for a, b in zip(total.counts, histogram.counts, strict=True)]
+        total.total += histogram.total
+    return summed
+
+
+def _histograms(histograms: HookHistograms, node: str | None) -> Iterator[str]:
     name = "agent_pm_hook_duration_seconds"
     yield f"# HELP {name} Hook invocation duration.\n# TYPE {name} histogram\n"
-    for (plugin, hook), histogram in sorted(histograms.histograms.items()):
+    for (plugin, hook), histogram in sorted(_summed(histograms, node).items()):
         cumulative = 0
         for bound, count in zip((*BUCKETS, "+Inf"), histogram.counts, strict=True):
             cumulative += count
@@ -223,18 +241,37 @@ def _loop_blocks(plugins: list[PluginInfo]) -> Iterator[str]:
             yield f"{name}_count{labels} {cumulative}\n"
 
 
-def render(registry: PluginRegistry, histograms: HookHistograms) -> str:
-    """The exposition text for the current state."""
+def _nodes(shown: Shown) -> Iterator[str]:
+    name = "agent_pm_cluster_nodes"
+    yield f"# HELP {name} Cluster nodes whose figures these series sum.\n"
+    yield f"# TYPE {name} gauge\n{name} {len(shown.scope.nodes)}\n"
+
+
+def render(registry: PluginRegistry, histograms: HookHistograms, shown: Shown | None = None) -> str:
+    """The exposition text for the current state of ``shown``'s figures (this process's own
+    when ``None``)."""
+    shown = shown or Shown(FigureScope(), None)
     histograms.drain()
-    plugins = registry.list_metadata()
-    return "".join([*_gauges(registry, plugins), *_counters(plugins), *_histograms(histograms)])
+    plugins = registry.list_metadata(views=shown.views)
+    node = shown.scope.nodes[0] if shown.scope.figures == "node" else None
+    if shown.scope.figures == "local" and shown.scope.nodes:
+        node = shown.scope.nodes[0]  # a cluster node cut off from Redis: its own samples
+    return "".join(
+        [
+            *_gauges(registry, plugins),
+            *_counters(plugins),
+            *_histograms(histograms, node),
+            *_nodes(shown),
+        ]
+    )
 
 
 def routes(histograms: HookHistograms) -> list[BaseRoute]:
-    """The ``/metrics`` route."""
+    """The ``/metrics`` route (``?node=``: one cluster node's figures alone)."""
 
     async def metrics(request: Request) -> Response:
         registry: PluginRegistry = request.app.state.registry
-        return Response(render(registry, histograms), media_type=CONTENT_TYPE)
+        shown = await shown_figures(request)
+        return Response(render(registry, histograms, shown), media_type=CONTENT_TYPE)
 
     return [Route(OPERATION.path, metrics, methods=[OPERATION.method])]

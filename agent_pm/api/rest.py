@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from agent_pm.api.errors import JSONResponse
+from agent_pm.api.figures import NODE_QUERY, shown_figures
 from agent_pm.api.health_routes import STATS_QUERY, plugin_stats, reset_quarantine
 from agent_pm.api.listing import LISTING_QUERY, list_plugins, query_window
 from agent_pm.api.openapi import Operation
@@ -98,8 +99,9 @@ def safe_result(result: HookResult) -> HookResult:
 async def get_plugin(request: Request) -> Response:
     name = request.path_params["name"]
     history = query_int(request, "history")
+    window, shown = query_window(request), await shown_figures(request)
     metadata = registry_of(request).metadata_for(
-        name, window=query_window(request), history=True if history is None else history
+        name, window=window, history=True if history is None else history, views=shown.views
     )
     return reply(request, PluginEnvelope(metadata))
 
@@ -265,7 +267,7 @@ _TABLE: tuple[tuple[Operation, Handler], ...] = (
             "/plugins",
             "Every plugin's summary: state, health, stats, windows",
             PluginList,
-            errors=(304, 400),
+            errors=(304, 400, 404, 503),
             query=LISTING_QUERY,
         ),
         list_plugins,
@@ -302,8 +304,12 @@ _TABLE: tuple[tuple[Operation, Handler], ...] = (
             "/plugins/{name}",
             "One plugin's metadata, with its history",
             PluginEnvelope,
-            errors=(400, 404),
-            query=(LISTING_QUERY[0], ("history", int, "the newest N samples per hook (all)")),
+            errors=(400, 404, 503),
+            query=(
+                LISTING_QUERY[0],
+                ("history", int, "the newest N samples per hook (all)"),
+                NODE_QUERY,
+            ),
         ),
         get_plugin,
     ),
@@ -313,7 +319,7 @@ _TABLE: tuple[tuple[Operation, Handler], ...] = (
             "/plugins/{name}/stats",
             "Windowed stats and series of its hooks",
             PluginStats,
-            errors=(400, 404),
+            errors=(400, 404, 503),
             query=STATS_QUERY,
         ),
         plugin_stats,

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from agent_pm.api.figures import FigureScope
 from agent_pm.plugins.discovery import CatalogueEntry
 from agent_pm.plugins.dispatch import HookResult
 from agent_pm.plugins.health import Health as PluginHealth
@@ -59,12 +60,14 @@ class HookPayload(msgspec.Struct):
 
 
 class PluginList(msgspec.Struct):
-    """Every plugin's metadata, in manifest order, the registry revision, and why the manifest
-    file as it stands now could not be applied (empty when it was)."""
+    """Every plugin's metadata, in manifest order, the registry revision, why the manifest
+    file as it stands now could not be applied (empty when it was), and whose figures the
+    stats, windows and health are (``figures``)."""
 
     plugins: list[PluginInfo]
     revision: int
     config_errors: list[str] = msgspec.field(default_factory=list)
+    figures: FigureScope = msgspec.field(default_factory=FigureScope)
 
 
 class PluginEnvelope(msgspec.Struct):
@@ -81,22 +84,26 @@ class PluginHistory(msgspec.Struct):
 
 
 class HookSeries(msgspec.Struct):
-    """One hook over the window: totals, the series, and its health and breaker now."""
+    """One hook over the window: totals, the series, and its health and breaker now; in a
+    cluster's sum, ``nodes`` breaks the totals down per node."""
 
     stats: WindowStats
     series: list[WindowPoint]
     health: PluginHealth | None = None
     quarantine: QuarantineInfo | None = None
+    nodes: dict[str, WindowStats] = msgspec.field(default_factory=dict)
 
 
 class PluginStats(msgspec.Struct):
-    """Windowed telemetry of one plugin's hooks, each cut into ``points`` points."""
+    """Windowed telemetry of one plugin's hooks, each cut into ``points`` points, and whose
+    figures they are (``figures``)."""
 
     plugin: str
     window: WindowName
     points: int
     health: PluginHealth
     hooks: dict[str, HookSeries]
+    figures: FigureScope = msgspec.field(default_factory=FigureScope)
 
 
 class QuarantineReset(msgspec.Struct, forbid_unknown_fields=True):

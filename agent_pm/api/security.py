@@ -351,6 +351,8 @@ class Throttle:
         self.max_clients = max_clients
         self._clock = clock
         self._levels: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Told of every failure counted here (a cluster tells its other nodes).
+        self.shared: Callable[[str], None] | None = None
 
     def _level(self, address: str) -> float:
         level, at = self._levels.get(address, (0.0, 0.0))
@@ -362,7 +364,13 @@ class Throttle:
         return math.ceil(excess / self.rate) if excess > 0 else None
 
     def failed(self, address: str) -> None:
-        """Count one failed attempt of ``address``."""
+        """Count one failed attempt of ``address``, and tell ``shared`` (other nodes)."""
+        self.count(address)
+        if self.shared is not None:
+            self.shared(address)
+
+    def count(self, address: str) -> None:
+        """Count one failed attempt of ``address``, made here or on another node."""
         level = self._level(address) + 1
         self._levels[address] = (level, self._clock())
         self._levels.move_to_end(address)

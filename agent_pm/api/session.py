@@ -5,7 +5,8 @@ base64url. The signing key is derived from the server secret (``Settings.session
 random per-process one) *and* the environment's API keys, so rotating one ends every session
 issued under the old ones; a session opened with a named key ends when that key is revoked,
 rotated or given another role (its fingerprint no longer matches). Logging out revokes the
-session on the server, not just in the browser. The stdlib ``hmac`` module does all of it; a
+session on the server, not just in the browser (in a cluster, on every node:
+:mod:`agent_pm.api.shared_guards`). The stdlib ``hmac`` module does all of it; a
 dependency would add nothing here.
 
 Which key grants which role is :mod:`agent_pm.api.security`'s business; ``caller_from_session``
@@ -19,7 +20,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -83,13 +84,20 @@ class SessionManager:
         lifetime: int = DEFAULT_LIFETIME,
         clock: Any = time.time,
     ) -> None:
-        raw = secret.encode() if isinstance(secret, str) else secret or secrets.token_bytes(32)
-        self._material = raw + b"\0" + keys.secret_material
-        self._signing_key = self._derive(b"")
         self.keys = keys
+        self.configured = bool(secret)
+        raw = secret.encode() if isinstance(secret, str) else secret
+        self.rekey(raw or secrets.token_bytes(32))
         self.lifetime = lifetime
         self._clock = clock
         self._revoked: dict[str, int] = {}
+        # Told of every revocation made here (a cluster tells its other nodes).
+        self.revoked: Callable[[str, int], None] | None = None
+
+    def rekey(self, secret: bytes) -> None:
+        """Sign with ``secret`` from now on: sessions signed with the previous one end."""
+        self._material = secret + b"\0" + self.keys.secret_material
+        self._signing_key = self._derive(b"")
 
     def _derive(self, salt: bytes) -> bytes:
         return hashlib.sha256(b"agent-pm-session\0" + salt + self._material).digest()
@@ -129,6 +137,14 @@ class SessionManager:
 
     def revoke(self, session: Session) -> None:
         """End ``session`` for good, whoever still holds its cookie."""
+        self.forget(session.csrf, session.expires)
+        if self.revoked is not None:
+            self.revoked(session.csrf, session.expires)
+
+    def forget(self, csrf: str, expires: int) -> None:
+        """End the session whose CSRF token is ``csrf`` (revoked here or on another node)."""
+        if expires <= self._clock():
+            return  # over anyway
         if len(self._revoked) >= MAX_REVOKED:
             now = self._clock()
             self._revoked = {c: t for c, t in self._revoked.items() if t > now}
@@ -136,7 +152,12 @@ class SessionManager:
             self._signing_key = self._derive(secrets.token_bytes(16))
             self._revoked.clear()
             return
-        self._revoked[session.csrf] = session.expires
+        self._revoked[csrf] = expires
+
+    def revocations(self) -> dict[str, int]:
+        """The sessions revoked and not yet expired: CSRF token → expiry."""
+        now = self._clock()
+        return {csrf: expires for csrf, expires in self._revoked.items() if expires > now}
 
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._signing_key, body.encode(), hashlib.sha256).digest())

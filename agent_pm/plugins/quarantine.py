@@ -6,7 +6,8 @@ error or timeout, it opens: the dispatcher then answers that hook with status ``
 without starting a task or thread. After ``cooldown_seconds`` one real call goes through as a
 probe; success closes the breaker (and its cooldown starts over), failure opens it again with
 the cooldown doubled, up to ``max_cooldown_seconds``. The state is runtime only: enabling,
-reloading or resetting the plugin closes it.
+reloading or resetting the plugin closes it. In a cluster, a breaker that opens or closes on one
+node is followed by every other (:meth:`Breaker.shared`, :meth:`Breaker.follow`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-__all__ = ["WINDOW_SECONDS", "Breaker", "BreakerState", "QuarantineInfo", "QuarantineSettings"]
+__all__ = [
+    "WINDOW_SECONDS",
+    "Breaker",
+    "BreakerState",
+    "OpenBreaker",
+    "QuarantineInfo",
+    "QuarantineSettings",
+]
 
 BreakerState = Literal["closed", "open", "probing"]
 BUCKET_SECONDS: Final = 10
@@ -49,6 +57,17 @@ class QuarantineInfo(msgspec.Struct, frozen=True):
     next_probe_at: datetime | None = None
     trips: int = 0
     cooldown_seconds: float = 0.0
+
+
+class OpenBreaker(msgspec.Struct, frozen=True):
+    """An open breaker as the nodes of a cluster share it (wall-clock seconds), so every node
+    refuses the hook until the same probe time."""
+
+    reason: str
+    opened_at: float
+    next_probe: float
+    cooldown: float
+    trips: int
 
 
 def _at(seconds: float | None) -> datetime | None:
@@ -145,6 +164,26 @@ class Breaker:
             self._ran -= ran
             self._failed -= fails
         buckets.append([index, 0, 0])
+
+    def shared(self) -> OpenBreaker | None:
+        """This breaker for other nodes to follow: open, or ``None`` once it closed."""
+        if self.state == "closed" or self.opened_at is None or self.next_probe is None:
+            return None
+        return OpenBreaker(
+            self.reason or "", self.opened_at, self.next_probe, self.cooldown, self.trips
+        )
+
+    def follow(self, shared: OpenBreaker | None) -> None:
+        """Take another node's breaker over: open it alike, or close it (``None``)."""
+        if shared is None:
+            self.reset()
+            return
+        self.state = "open"
+        self.reason = shared.reason
+        self.opened_at, self.next_probe = shared.opened_at, shared.next_probe
+        self.cooldown, self.trips = shared.cooldown, shared.trips
+        self._buckets.clear()
+        self._ran = self._failed = 0
 
     def _open(self, now: float, cooldown: float) -> None:
         self.state = "open"

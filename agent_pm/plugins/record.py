@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +19,8 @@ from agent_pm.plugins.monitor import PluginMonitor
 from agent_pm.plugins.placement import Placement
 from agent_pm.plugins.quarantine import QuarantineSettings
 from agent_pm.plugins.secrets import ResolvedSecrets, mask_config
-from agent_pm.plugins.telemetry import PluginTelemetry, Status
-from agent_pm.plugins.windows import RECENT_WINDOW, WindowName
+from agent_pm.plugins.telemetry import HookView, PluginTelemetry, Status
+from agent_pm.plugins.windows import RECENT_WINDOW, WindowName, WindowRecorder
 
 __all__ = ["PluginRecord", "PluginState"]
 
@@ -86,14 +87,21 @@ class PluginRecord:
         windows = [(hook, telemetry.window(hook)) for hook in self.hooks]
         return self.monitor.refresh(windows, self.slow_ms, bool(self.secrets.missing))
 
-    def hook_health(self) -> dict[str, Health]:
+    def hook_health(self, view: Mapping[str, HookView] | None = None) -> dict[str, Health]:
+        """Each hook's health, judged from ``view``'s windows (default: this process's own)."""
         if not self.active:
             return {}
         missing = tuple(self.secrets.missing)
         return {
-            hook: self.monitor.health(hook, self.telemetry.window(hook), self.slow_ms, missing)
+            hook: self.monitor.health(hook, self._window(hook, view), self.slow_ms, missing)
             for hook in self.hooks
         }
+
+    def _window(self, hook: str, view: Mapping[str, HookView] | None) -> WindowRecorder:
+        if view is None:
+            return self.telemetry.window(hook)
+        found = view.get(hook)
+        return found.window if found is not None else WindowRecorder(self.telemetry.clock)
 
     def health(self, hooks: dict[str, Health]) -> Health:
         """The plugin's health: its admin state when not running, else its worst hook's."""
@@ -106,14 +114,26 @@ class PluginRecord:
         return Health(state, reason, since)
 
     def metadata(
-        self, *, history: bool | int = False, window: WindowName = RECENT_WINDOW
+        self,
+        *,
+        history: bool | int = False,
+        window: WindowName = RECENT_WINDOW,
+        view: Mapping[str, HookView] | None = None,
     ) -> PluginInfo:
         """What every surface shows about this plugin; secrets are masked.
 
         ``history`` adds the recorded samples: all of them (``True``) or the newest N per hook.
+        ``view`` replaces this process's counters and windows (a cluster's sum, or another
+        node's), and health is judged from it.
         """
         telemetry = self.telemetry
-        hooks = self.hook_health()
+        hooks = self.hook_health(view)
+        if view is None:
+            stats = {hook: s.info() for hook, s in telemetry.stats.items()}
+            windows = {hook: w.stats(window) for hook, w in telemetry.windows.items()}
+        else:
+            stats = {hook: v.stats for hook, v in view.items()}
+            windows = {hook: v.window.stats(window) for hook, v in view.items()}
         info = PluginInfo(
             name=self.name,
             **self._declared(),
@@ -125,14 +145,14 @@ class PluginRecord:
             secrets=SecretsInfo(
                 list(self.cls.required_secrets) if self.cls else [], list(self.secrets.missing)
             ),
-            hook_stats={hook: s.info() for hook, s in telemetry.stats.items()},
+            hook_stats=stats,
             errors=[error.info() for error in telemetry.errors],
             timeout_seconds=self.timeout,
             health=self.health(hooks),
             hook_health=hooks,
             quarantine=self.monitor.quarantine_info(),
             window=window,
-            hook_windows={hook: w.stats(window) for hook, w in telemetry.windows.items()},
+            hook_windows=windows,
             isolation=self.placement.info(
                 self.instance.status() if isinstance(self.instance, IsolatedPlugin) else None,
                 self.entry.limits if self.entry is not None else None,

@@ -12,7 +12,7 @@ import contextvars
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,17 +43,28 @@ from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.lifecycle import Lifecycle
 from agent_pm.plugins.manifest import Manifest
 from agent_pm.plugins.promotion import Promoter
+from agent_pm.plugins.quarantine import OpenBreaker
 from agent_pm.plugins.record import PluginRecord
 from agent_pm.plugins.recorder import FailureRecorder
 from agent_pm.plugins.replay import Replays
 from agent_pm.plugins.store import FileStore, ManifestStore
 from agent_pm.plugins.table import DispatchTable
-from agent_pm.plugins.telemetry import HistoryEntry, HookSample, Status, now
+from agent_pm.plugins.telemetry import (
+    HistoryEntry,
+    HookSample,
+    HookView,
+    PluginTelemetry,
+    Status,
+    now,
+)
 from agent_pm.plugins.tracing import tracing_for
 from agent_pm.plugins.windows import RECENT_WINDOW, WindowName, WindowRecorder
 from agent_pm.settings import Settings
 
-__all__ = ["PluginRegistry"]
+__all__ = ["PluginRegistry", "Views"]
+
+# Hook figures per plugin and hook, to show instead of this process's own (a cluster's sum).
+Views = Mapping[str, Mapping[str, HookView]]
 
 logger = logging.getLogger(__name__)
 # How often health is re-judged without calls (a window empties, a cooldown ends).
@@ -142,6 +153,8 @@ class PluginRegistry(AdminOperations, Emitter):
         self._calls: dict[asyncio.Task[Any], str] = {}
         self._cancelled: set[asyncio.Task[Any]] = set()
         self._health_watch: anyio.CancelScope | None = None
+        # Told whenever a breaker opens or closes here (a cluster shares it with other nodes).
+        self.breaker_changed: Callable[[str, str, OpenBreaker | None], None] | None = None
 
     # -- lifecycle of the registry itself ---------------------------------------------------
 
@@ -200,25 +213,47 @@ class PluginRegistry(AdminOperations, Emitter):
         return list(self._records)
 
     def list_metadata(
-        self, *, history: bool | int = False, window: WindowName = RECENT_WINDOW
+        self,
+        *,
+        history: bool | int = False,
+        window: WindowName = RECENT_WINDOW,
+        views: Views | None = None,
     ) -> list[PluginInfo]:
         """Metadata of every manifest entry, in manifest order; secrets masked.
 
         ``window`` picks the windowed stats; ``history`` adds all samples or the newest N.
+        ``views`` replaces this process's counters and windows (see :meth:`telemetry`).
         """
-        return [r.metadata(history=history, window=window) for r in self._records.values()]
+        return [
+            r.metadata(history=history, window=window, view=_view(views, r.name))
+            for r in self._records.values()
+        ]
 
     def metadata_for(
-        self, name: str, *, history: bool | int = False, window: WindowName = RECENT_WINDOW
+        self,
+        name: str,
+        *,
+        history: bool | int = False,
+        window: WindowName = RECENT_WINDOW,
+        views: Views | None = None,
     ) -> PluginInfo:
-        return self._find(name).metadata(history=history, window=window)
+        return self._find(name).metadata(history=history, window=window, view=_view(views, name))
 
-    def windows(self, name: str, hook: str) -> WindowRecorder:
+    def windows(self, name: str, hook: str, views: Views | None = None) -> WindowRecorder:
         """The windowed telemetry of ``name``'s ``hook`` (404 when it has no such hook)."""
         record = self._find(name)
-        if hook not in record.hooks and hook not in record.telemetry.windows:
+        view = _view(views, name)
+        known = record.telemetry.windows if view is None else view
+        if hook not in record.hooks and hook not in known:
             raise PluginNotFoundError(f"plugin {name!r} has no hook {hook!r}")
-        return record.telemetry.window(hook)
+        if view is None:
+            return record.telemetry.window(hook)
+        found = view.get(hook)
+        return found.window if found is not None else WindowRecorder(self.clock)
+
+    def telemetry(self) -> dict[str, PluginTelemetry]:
+        """Each plugin's own telemetry (this process's figures), by name."""
+        return {name: record.telemetry for name, record in self._records.items()}
 
     def history(
         self, name: str, hook: str | None = None, limit: int | None = None
@@ -469,11 +504,37 @@ class PluginRegistry(AdminOperations, Emitter):
                 self._announce(record)
         return error
 
-    def _track_breaker(self, record: PluginRecord, hook: str) -> None:
+    def _track_breaker(self, record: PluginRecord, hook: str, *, share: bool = True) -> None:
+        breaker = record.monitor.breakers.get(hook)
         if record.monitor.quarantined(hook):
             self._quarantined.add((record.name, hook))
         else:
             self._quarantined.discard((record.name, hook))
+        # A probe running is this node's own business: others hear when it ends.
+        changed = self.breaker_changed
+        if share and changed is not None and breaker is not None and breaker.state != "probing":
+            changed(record.name, hook, breaker.shared())
+
+    def follow_breaker(self, name: str, hook: str, shared: OpenBreaker | None) -> None:
+        """Another node's breaker of ``name``'s ``hook`` opened (``shared``) or closed
+        (``None``): do alike here, unless the plugin has no such hook or no quarantine."""
+        record = self._records.get(name)
+        breaker = record.monitor.breaker(hook) if record and hook in record.hooks else None
+        if record is None or breaker is None:
+            return
+        breaker.follow(shared)
+        self._track_breaker(record, hook, share=False)
+        record.refresh_health()
+        self._announce(record)
+
+    def open_breakers(self) -> list[tuple[str, str, OpenBreaker]]:
+        """Every breaker open here, to share with a cluster this node (re)joins."""
+        found = []
+        for name, hook in sorted(self._quarantined):
+            shared = self._records[name].monitor.breakers[hook].shared()
+            if shared is not None:
+                found.append((name, hook, shared))
+        return found
 
     def _announce(self, record: PluginRecord) -> None:
         self.bus.publish(StateChange(self.bus.next_seq(), record.metadata()))
@@ -501,6 +562,8 @@ class PluginRegistry(AdminOperations, Emitter):
         record.monitor.reset(hook)
         for each in record.hooks if hook is None else [hook]:
             self._quarantined.discard((name, each))
+            if self.breaker_changed is not None:
+                self.breaker_changed(name, each, None)
         record.refresh_health()
         self._announce(record)
         return record.metadata()
@@ -556,7 +619,17 @@ class PluginRegistry(AdminOperations, Emitter):
 
     def _close_breakers(self, record: PluginRecord) -> None:
         record.monitor.reset()
+        # The record may be new (a reload): the open breakers were its predecessor's.
+        closed = sorted(hook for name, hook in self._quarantined if name == record.name)
         self._quarantined = {pair for pair in self._quarantined if pair[0] != record.name}
+        if self.breaker_changed is not None:
+            for hook in closed:
+                self.breaker_changed(record.name, hook, None)
+
+
+def _view(views: Views | None, name: str) -> Mapping[str, HookView] | None:
+    """``name``'s part of ``views`` (no figures when it has none), or ``None`` without views."""
+    return None if views is None else views.get(name, {})
 
 
 def _root_call_task(chain: _Chain) -> asyncio.Task[Any] | None:

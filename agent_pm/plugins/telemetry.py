@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import msgspec
 
@@ -22,6 +22,7 @@ __all__ = [
     "HookSample",
     "HookStats",
     "HookStatsInfo",
+    "HookView",
     "PluginTelemetry",
     "Status",
 ]
@@ -154,6 +155,14 @@ class HookStats:
         )
 
 
+class HookView(NamedTuple):
+    """One hook's figures as a surface shows them: counters and windows, of this process or
+    summed over several (a cluster)."""
+
+    stats: HookStatsInfo
+    window: WindowRecorder
+
+
 class PluginTelemetry:
     """Everything recorded about one plugin: stats, history and windows per hook, last errors.
 
@@ -197,6 +206,10 @@ class PluginTelemetry:
     def window(self, hook: str) -> WindowRecorder:
         """``hook``'s windows (empty ones for a hook that never ran)."""
         return self.windows.get(hook) or WindowRecorder(self.clock)
+
+    def views(self) -> dict[str, HookView]:
+        """Every recorded hook's counters and windows, live."""
+        return {hook: HookView(s.info(), self.windows[hook]) for hook, s in self.stats.items()}
 
     def samples(
         self, hook: str | None = None, limit: int | None = None

@@ -76,7 +76,7 @@ def test_histogram_buckets_are_cumulative_and_labels_escaped() -> None:
     class NoPlugins:
         revision = 9
 
-        def list_metadata(self) -> list[object]:
+        def list_metadata(self, views: object = None) -> list[object]:
             return []
 
     text = render(NoPlugins(), histograms)  # type: ignore[arg-type]

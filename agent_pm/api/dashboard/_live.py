@@ -26,14 +26,18 @@ from urllib.parse import parse_qsl
 
 import anyio
 from markupsafe import Markup
+from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent_pm.api.dashboard import _regions as regions
 from agent_pm.api.dashboard._render import render
 from agent_pm.api.dashboard._view import Filters
+from agent_pm.api.figures import shown_figures
 from agent_pm.api.security import same_origin
 from agent_pm.api.session import Session, session_from_scope
+from agent_pm.errors import AgentPMError
 from agent_pm.plugins.bus import Lagged
+from agent_pm.plugins.registry import Views
 from agent_pm.plugins.telemetry import HookSample
 
 __all__ = ["TICK", "LiveChannel", "live"]
@@ -61,6 +65,17 @@ class LiveChannel:
         self.changed = False
         self.urgent = False
         self.paused = False
+        # The cluster's figures (or one node's, ``node`` in the view) as of the last refresh.
+        self.views: Views | None = None
+
+    async def refresh_figures(self, connection: HTTPConnection) -> None:
+        """Take the figures the page shows afresh (a cluster's are re-read once a second)."""
+        node = self.view.get("node")
+        try:
+            shown = await shown_figures(connection, node if isinstance(node, str) else None)
+        except AgentPMError:  # that node left the cluster, or Redis is unreachable
+            shown = await shown_figures(connection)
+        self.views = shown.views
 
     @property
     def page(self) -> str:
@@ -95,12 +110,12 @@ class LiveChannel:
         }
         if self.page == "overview":
             filters = Filters.from_query(_query(str(self.view.get("query", ""))))
-            cells.update(regions.overview_cells(regions.metas_of(registry), filters))
+            cells.update(regions.overview_cells(regions.metas_of(registry, self.views), filters))
         elif self.page == "admin" and self.session.is_admin:
             metas = regions.metas_of(registry)
             cells.update(regions.admin_cells(metas, self.session, registry.revision))
         elif self.page == "plugin":
-            meta = regions.meta_of(registry, str(self.view.get("plugin", "")))
+            meta = regions.meta_of(registry, str(self.view.get("plugin", "")), self.views)
             if meta is not None:
                 view = self._plugin_view(meta)
                 admin, csrf = self.session.is_admin, self.session.csrf
@@ -213,6 +228,7 @@ async def live(websocket: WebSocket) -> None:
     view = hello.get("view")
     view = view if isinstance(view, dict) else {}
     channel = LiveChannel(registry, session, view)
+    await channel.refresh_figures(websocket)
     since = hello.get("since")
     resumable = hello.get("epoch") == registry.bus.epoch and isinstance(since, int)
     resumable = resumable and since <= registry.bus.seq
@@ -262,6 +278,7 @@ async def _listen(
 
 
 async def _flush(websocket: WebSocket, channel: LiveChannel, lock: anyio.Lock) -> None:
+    await channel.refresh_figures(websocket)
     text = channel.message()
     if text is not None:
         await _send(websocket, lock, text)
@@ -287,6 +304,7 @@ async def _pump(
         if idle.cancelled_caught:
             # Quiet: re-check regions no bus message announces (manifest errors), say we are here.
             if not channel.paused:
+                await channel.refresh_figures(websocket)
                 await _send(websocket, lock, channel.message() or channel.keepalive())
             continue
         wait = URGENT if channel.urgent else last + TICK - time.monotonic()

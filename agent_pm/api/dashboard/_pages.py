@@ -17,6 +17,7 @@ from agent_pm.api.dashboard import _regions as regions
 from agent_pm.api.dashboard._failures import failure_card
 from agent_pm.api.dashboard._render import render
 from agent_pm.api.dashboard._view import SEVERITY, STATUSES, Filters, hook_names
+from agent_pm.api.figures import Shown, node_breakdown, shown_figures
 from agent_pm.api.session import Session, session_from_scope
 
 __all__ = ["admin_page", "html", "install_section", "overview_page", "plugin_page"]
@@ -61,13 +62,17 @@ async def overview_page(request: Request) -> Response:
         return RedirectResponse("/login", 303)
     registry = request.app.state.registry
     filters = Filters.from_query(request.query_params)
-    metas = regions.metas_of(registry)
+    shown, nodes = await _figures(request)
+    metas = regions.metas_of(registry, shown.views)
     cells = regions.overview_cells(metas, filters)
     hooks = sorted({hook for meta in metas for hook in hook_names(meta)})
+    view = {"query": filters.query(), **_node_view(shown)}
     return html(
         render(
             "overview.html",
-            **_shell(registry, session, "overview", {"query": filters.query()}),
+            **_shell(registry, session, "overview", view),
+            figures=shown.scope,
+            nodes=nodes,
             filters=filters,
             hooks=hooks,
             healths=SEVERITY,
@@ -84,7 +89,8 @@ async def plugin_page(request: Request) -> Response:
     if session is None:
         return RedirectResponse("/login", 303)
     registry = request.app.state.registry
-    meta = regions.meta_of(registry, request.path_params["name"])
+    shown, nodes = await _figures(request)
+    meta = regions.meta_of(registry, request.path_params["name"], shown.views)
     if meta is None:
         return html(render("not_found.html", name=request.path_params["name"]), 404)
     query = request.query_params
@@ -94,7 +100,7 @@ async def plugin_page(request: Request) -> Response:
         registry,
         session,
         "plugin",
-        {"plugin": view.name, "hook": view.hook, "status": view.status},
+        {"plugin": view.name, "hook": view.hook, "status": view.status, **_node_view(shown)},
     )
     return html(
         render(
@@ -111,8 +117,31 @@ async def plugin_page(request: Request) -> Response:
             chart=regions.chart_cell(meta, view).html(),
             history=regions.history_table(meta, view),
             failures=await failure_card(registry, session, view.name),
+            figures=shown.scope,
+            nodes=nodes,
+            per_node=await _per_node(request, registry, view.name, view.hook),
         )
     )
+
+
+async def _figures(request: Request) -> tuple[Shown, list[str]]:
+    """The figures a page shows (``?node=``: one node's) and every live node, for a selector."""
+    return await shown_figures(request), list(await node_breakdown(request))
+
+
+def _node_view(shown: Shown) -> dict[str, str]:
+    """The node a page shows alone, for its live channel to keep showing."""
+    return {"node": shown.scope.nodes[0]} if shown.scope.figures == "node" else {}
+
+
+async def _per_node(request: Request, registry: Any, name: str, hook: str) -> list[Any]:
+    """``hook``'s last five minutes on each cluster node (none outside a cluster)."""
+    if not hook:
+        return []
+    breakdown = await node_breakdown(request)
+    return [
+        (node, registry.windows(name, hook, views).stats("5m")) for node, views in breakdown.items()
+    ]
 
 
 async def install_section(registry: Any, session: Session, state: Any = None) -> Markup:

@@ -40,6 +40,7 @@ from agent_pm.api.dashboard._view import (
 )
 from agent_pm.api.session import Session
 from agent_pm.errors import AgentPMError
+from agent_pm.plugins.registry import Views
 
 __all__ = [
     "CELL_KEYS",
@@ -297,13 +298,14 @@ def admin_cells(metas: list[dict[str, Any]], session: Session, revision: int) ->
     return cells
 
 
-def metas_of(registry: Any) -> list[dict[str, Any]]:
-    """Every plugin's metadata with history, as plain dicts."""
-    return [plain(meta) for meta in registry.list_metadata(history=True)]
+def metas_of(registry: Any, views: Views | None = None) -> list[dict[str, Any]]:
+    """Every plugin's metadata with history, as plain dicts (figures from ``views``, in a
+    cluster)."""
+    return [plain(meta) for meta in registry.list_metadata(history=True, views=views)]
 
 
-def meta_of(registry: Any, name: str) -> dict[str, Any] | None:
+def meta_of(registry: Any, name: str, views: Views | None = None) -> dict[str, Any] | None:
     try:
-        return plain(registry.metadata_for(name, history=True))
+        return plain(registry.metadata_for(name, history=True, views=views))
     except AgentPMError:
         return None

@@ -29,6 +29,7 @@ import msgspec
 from anyio.abc import TaskStatus
 
 from agent_pm.plugins.bus import Bus, Message, StateChange
+from agent_pm.plugins.cluster.doorbell import Doorbell
 from agent_pm.plugins.cluster.link import Redis
 from agent_pm.plugins.cluster.report import BusCounters
 from agent_pm.plugins.cluster.scripts import APPEND, JOIN
@@ -69,7 +70,7 @@ class ClusterBus(Bus):
         self._keys = (f"{prefix}seq", f"{prefix}stream", f"{prefix}epoch")
         self._decode = msgspec.json.Decoder(list[_union(message_types)]).decode  # type: ignore[misc]
         self._outbox: deque[Message] = deque()
-        self._wakeup: anyio.Event | None = None
+        self._doorbell = Doorbell()
         self._linked = False
         # Batches this node numbered, and the last of them it read back from the stream: a batch
         # read back is delivered even when the reply to its append was lost.
@@ -92,8 +93,7 @@ class ClusterBus(Bus):
             outbox.popleft()
             self.counters.dropped += 1
         outbox.append(message)
-        if self._wakeup is not None:
-            self._wakeup.set()
+        self._doorbell.ring()
 
     @property
     def pending(self) -> int:
@@ -125,10 +125,8 @@ class ClusterBus(Bus):
         keys = list(self._keys[:2])
         outbox = self._outbox
         while True:
-            while not outbox:
-                self._wakeup = anyio.Event()
-                await self._wakeup.wait()
-                self._wakeup = None
+            if not outbox:
+                await self._doorbell.wait(lambda: outbox)
                 await anyio.sleep(LINGER_SECONDS)
             batch = [outbox.popleft() for _ in range(min(self.batch_size, len(outbox)))]
             payload = b"[" + b",".join(map(_encode, batch)) + b"]"

@@ -10,10 +10,14 @@ from types import TracebackType
 import anyio
 import msgspec
 
+from agent_pm.plugins.cluster.board import FigureBoard
+from agent_pm.plugins.cluster.breakers import Breakers
 from agent_pm.plugins.cluster.bus import ClusterBus
 from agent_pm.plugins.cluster.control import ControlPlane
+from agent_pm.plugins.cluster.events import ClusterEvents
 from agent_pm.plugins.cluster.link import RedisLink
 from agent_pm.plugins.cluster.report import NodeStatus
+from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.settings import Settings
 
 __all__ = ["ClusterNode", "default_node_name"]
@@ -51,9 +55,20 @@ class ClusterNode:
         self.bus = ClusterBus(self.name, prefix)
         path = manifest_path or settings.plugin_config_path
         self.control = ControlPlane(self.name, prefix, path)
-        self.link = RedisLink(settings.redis_url, (self.bus, self.control))
+        self.board = FigureBoard(self.name, prefix)
+        self.events = ClusterEvents(self.name, prefix)
+        self.breakers = Breakers(self.events, prefix)
+        services = (self.bus, self.control, self.board, self.events)
+        self.link = RedisLink(settings.redis_url, services)
         self.connect_wait = connect_wait
         self._group: anyio.abc.TaskGroup | None = None
+
+    def attach(self, registry: PluginRegistry) -> None:
+        """Serve ``registry``: apply the cluster's changes and breakers to it, share its own,
+        and publish its figures."""
+        self.control.attach(registry)
+        self.board.attach(registry)
+        self.breakers.attach(registry)
 
     def status(self) -> NodeStatus:
         counters = msgspec.structs.replace(self.bus.counters)

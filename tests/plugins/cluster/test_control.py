@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -15,28 +14,13 @@ from agent_pm.plugins import PluginRegistry
 from agent_pm.plugins.bus import StateChange
 from agent_pm.plugins.cluster.node import ClusterNode
 from agent_pm.settings import Settings
+from tests.fixtures.cluster import member
 from tests.fixtures.plugins import Lifecycle
 from tests.fixtures.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
 LIFECYCLE = "- name: lifecycle\n  module: tests.fixtures.plugins:Lifecycle\n  enabled: false\n"
 ECHO = "- name: echo\n  module: tests.fixtures.plugins:Echo\n  enabled: true\n"
-
-
-@asynccontextmanager
-async def member(
-    settings: Settings, root: Path, name: str, text: str
-) -> AsyncIterator[tuple[ClusterNode, PluginRegistry]]:
-    """A cluster node and its registry, on a manifest file of its own holding ``text``."""
-    path = root / name / "plugins.yaml"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    async with (
-        ClusterNode(settings, path, node=name) as node,
-        PluginRegistry(path, settings, bus=node.bus, store=node.control) as registry,
-    ):
-        node.control.attach(registry)
-        yield node, registry
 
 
 async def applied(node: ClusterNode, registry: PluginRegistry, plugin: str, state: str) -> None:
