@@ -73,7 +73,7 @@ async def measure(
 ) -> list[float]:
     settings = Settings.from_env({"PATH": "", "LOOP_BLOCK_TRACKING": tracking})
     async with PluginRegistry(manifest(directory, count, isolation), settings) as registry:
-        assert all(m["active"] for m in registry.list_metadata()), registry.list_metadata()
+        assert all(m.active for m in registry.list_metadata()), registry.list_metadata()
         run = round_trip if probe == "round_trip" else lambda r: throughput(r, count)
         await run(registry)  # warm-up
         return [await run(registry) for _ in range(ROUNDS)]
