@@ -2,7 +2,10 @@
 
 Round trip: one trivial plugin, inline, then with ``isolation: process``; the median time of one
 ``fire`` each, over several rounds in this run. The isolated call crosses two pipes and two
-threads each way; the target is an extra cost under 200 µs on loopback.
+threads each way; the target is an extra cost under 200 µs on loopback. The floor beside it is
+a bare round trip of a few bytes through two pipes to a child Python process that echoes them
+(blocking reads, no event loop, no encoding): what the process boundary alone costs on this
+machine at this load.
 
 Loop-block tracking: the same inline round trip with ``LOOP_BLOCK_TRACKING`` on (the default,
 each step of the handler timed) and off; the ratio is its cost.
@@ -15,7 +18,10 @@ hook calls per second, and the isolated/inline ratio.
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +47,32 @@ def manifest(directory: Path, count: int, isolation: str) -> Path:
         )
     )
     return path
+
+
+ECHO = "import os\nwhile data := os.read(0, 64):\n    os.write(1, data)\n"
+
+
+def pipe_floor() -> float:
+    """Median seconds of one bare pipe round trip to a child process echoing what it reads."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    out, back = child.stdin.fileno(), child.stdout.fileno()
+    rounds = []
+    try:
+        for _ in range(ROUNDS):
+            times = []
+            for _ in range(CALLS):
+                started = time.perf_counter()
+                os.write(out, b"ping")
+                os.read(back, 64)
+                times.append(time.perf_counter() - started)
+            rounds.append(statistics.median(times))
+    finally:
+        child.stdin.close()
+        child.wait()
+    return statistics.median(rounds)
 
 
 async def round_trip(registry: PluginRegistry) -> float:
@@ -88,7 +120,8 @@ async def main() -> None:
         verdict = "meets" if extra_us < TARGET_EXTRA_US else "misses"
         print(
             f"round trip, 1 plugin: inline {inline * 1e6:.0f} µs, isolated {isolated * 1e6:.0f} µs;"
-            f" extra {extra_us:.0f} µs ({verdict} the {TARGET_EXTRA_US} µs target)"
+            f" extra {extra_us:.0f} µs ({verdict} the {TARGET_EXTRA_US} µs target); bare pipe "
+            f"round trip {pipe_floor() * 1e6:.0f} µs"
         )
         untracked = statistics.median(await measure(directory, 1, "inline", "round_trip", "0"))
         print(
