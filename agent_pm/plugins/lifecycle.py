@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import anyio
+import msgspec
 
 from agent_pm.errors import AgentPMError, LifecycleError, PluginLoadError
 from agent_pm.plugins.background import Background
@@ -77,6 +78,8 @@ class Lifecycle:
         declared (its ``isolation``, else ``ISOLATION_DEFAULT``)."""
         declared = entry.isolation or self.settings.isolation_default
         settings = entry.promotion or PromotionSettings()
+        if settings.block_ms is None:
+            settings = msgspec.structs.replace(settings, block_ms=self.settings.loop_block_warn_ms)
         if moved is not None:
             return moved
         if previous is not None:
@@ -118,7 +121,8 @@ class Lifecycle:
         record.loop_blocks = blocks or self.loop_blocks(record.name, placement.declared)
         if record.loop_blocks is not None:
             auto = placement.declared == "auto"
-            record.loop_blocks.listen_ms = placement.settings.block_ms if auto else math.inf
+            threshold = placement.settings.block_ms if auto else None
+            record.loop_blocks.listen_ms = threshold or math.inf
         record.secrets = self.resolve(record.cls, entry.name, entry.config)
         return record
 

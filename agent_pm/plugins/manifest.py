@@ -76,12 +76,13 @@ class PromotionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     """When an ``isolation: auto`` plugin is moved to a worker process (the ``promotion:`` mapping).
 
     ``blocks`` steps of its async handlers holding the event loop for ``block_ms`` or longer
-    within ``window_seconds``, or ``stuck_threads`` sync calls still running in their threads
-    past their timeout, promote it. After an operator moves it back inline, it is not promoted
-    again for ``hold_seconds``.
+    (unset: ``LOOP_BLOCK_WARN_MS``, the threshold the attribution warns at) within
+    ``window_seconds``, or ``stuck_threads`` sync calls still running in their threads past
+    their timeout, promote it. After an operator moves it back inline, it is not promoted again
+    for ``hold_seconds``.
     """
 
-    block_ms: Annotated[float, msgspec.Meta(gt=0, le=60_000)] = 250.0
+    block_ms: Annotated[float, msgspec.Meta(gt=0, le=60_000)] | None = None
     blocks: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 3
     window_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 60.0
     stuck_threads: Annotated[int, msgspec.Meta(ge=1, le=THREAD_SLOTS_PER_PLUGIN)] = 1

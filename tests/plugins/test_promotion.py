@@ -244,6 +244,10 @@ async def test_promotion_default_isolation_follows_the_setting(
     )
     async with registry_factory(entry("Blocker"), settings_=auto) as registry:
         assert isolation(registry, "blocker")["declared"] == "auto"
+        record = registry.record_of("blocker")
+        assert record is not None and record.loop_blocks is not None
+        # Unset, block_ms is the threshold the attribution warns at (LOOP_BLOCK_WARN_MS).
+        assert record.placement.settings.block_ms == record.loop_blocks.listen_ms == 100.0
     with pytest.raises(ValueError, match="ISOLATION_DEFAULT must be inline, process or auto"):
         Settings.from_env({"ISOLATION_DEFAULT": "sometimes"})
 
@@ -279,7 +283,7 @@ def test_promotion_settings_have_defaults() -> None:
         ManifestEntry,
     )
     assert parsed.promotion is not None
-    assert (parsed.promotion.block_ms, parsed.promotion.blocks) == (250.0, 3)
+    assert (parsed.promotion.block_ms, parsed.promotion.blocks) == (None, 3)
     assert (parsed.promotion.window_seconds, parsed.promotion.stuck_threads) == (60.0, 1)
     assert parsed.promotion.hold_seconds == 3600.0
 
