@@ -55,6 +55,8 @@
     return template.content;
   };
   const swap = (el, html) => {
+    // An answer htmx has put in place may still hold its notice: keep it before replacing it.
+    collectNotices(el);
     const focused = document.activeElement && el.contains(document.activeElement) ? document.activeElement.id : "";
     const fragment = parse(html);
     const fresh = fragment.firstElementChild;
@@ -67,9 +69,18 @@
       if (again) again.focus();
     }
   };
+  // Regions an htmx request will swap: htmx swaps in steps, so a live version put in meanwhile
+  // would race it (and could leave the region twice in the page). It waits until the request ends.
+  const inflight = new Set();
+  const targetOf = (el) => {
+    const source = el instanceof Element ? el.closest("[hx-target]") : null;
+    const selector = source ? source.getAttribute("hx-target") : "";
+    return selector && selector.startsWith("#") ? selector.slice(1) : "";
+  };
   const replace = (id, html) => {
     const el = document.getElementById(id);
     if (!el) return;
+    if (inflight.has(id)) { pending.set(id, html); return; }
     if (editing(el)) {
       pending.set(id, html);
       const changed = baseOf(el) !== baseOf(parse(html));
@@ -86,9 +97,12 @@
     for (const [id, html] of pending) {
       const el = document.getElementById(id);
       if (!el) { pending.delete(id); continue; }
-      if (editing(el)) continue;
+      if (inflight.has(id) || editing(el)) continue;
       pending.delete(id);
-      if (baseOf(el) !== baseOf(parse(html))) swap(el, html);
+      // A card's answer is as fresh as a live version of the same state; a region without
+      // a state to compare takes the live version (its notices are kept).
+      const base = baseOf(el);
+      if (base === null || base !== baseOf(parse(html))) swap(el, html);
     }
   };
   document.addEventListener("htmx:after:settle", settlePending);
@@ -185,9 +199,12 @@
 
   // -- admin requests: busy buttons, focus back where it was, notices ----------------------
   let acted = "";
+  let actedSection = "";
   document.addEventListener("submit", (event) => {
     const submitter = event.submitter || event.target.querySelector("button[type=submit]");
     acted = submitter && submitter.id ? submitter.id : "";
+    const section = event.target.closest && event.target.closest("section[id]");
+    actedSection = section ? section.id : "";
   }, true);
   document.addEventListener("click", (event) => {
     const button = event.target.closest && event.target.closest("button[hx-get]");
@@ -200,9 +217,15 @@
     form.querySelectorAll("button").forEach((b) => { b.disabled = on; });
     if (form.tagName === "BUTTON") form.disabled = on;
   };
-  document.addEventListener("htmx:before:request", (event) => busy(event.target, true));
+  document.addEventListener("htmx:before:request", (event) => {
+    busy(event.target, true);
+    const id = targetOf(event.target);
+    if (id) inflight.add(id);
+  });
   document.addEventListener("htmx:finally:request", (event) => {
     if (event.target.isConnected) busy(event.target, false);
+    const id = targetOf(event.target);
+    if (id && inflight.delete(id)) settlePending();
   });
   document.addEventListener("htmx:after:swap", (event) => {
     collectNotices(document);
@@ -210,7 +233,9 @@
     if (target) target.focus();
     else {
       const region = event.target && event.target.isConnected ? event.target : null;
-      const heading = region && region.querySelector ? region.querySelector("h2[tabindex], h3[tabindex]") : null;
+      // The control acted on may be gone (a reset button once its breaker closed): its section's heading then.
+      const heading = (region && region.querySelector ? region.querySelector("h2[tabindex], h3[tabindex]") : null)
+        || (actedSection ? document.querySelector(`#${actedSection} h2[tabindex]`) : null);
       if (heading) heading.focus();
     }
   });

@@ -47,12 +47,16 @@ SETTLE_SECONDS = 0.05
 
 
 def file_digest(path: Path) -> str | None:
-    """SHA-256 of the file at ``path``, or ``None`` when there is no file the manifest could be
-    (missing, unreadable, too large, not a regular file: a FIFO must not block the poll)."""
+    """SHA-256 of the file at ``path``, or ``None`` while there is none (an edit in progress).
+
+    A file the manifest cannot be (unreadable, too large, not a regular file: a FIFO must not
+    block the poll) gets the digest of its refusal instead, so it is reported and audited once,
+    as a rejected edit, rather than ignored.
+    """
     try:
         data = read_bounded(path)
-    except ManifestError:
-        return None
+    except ManifestError as exc:
+        return "refused:" + hashlib.sha256(str(exc).encode()).hexdigest()
     return None if data is None else hashlib.sha256(data).hexdigest()
 
 

@@ -186,6 +186,8 @@ class WindowPoint(msgspec.Struct, frozen=True):
     counts: StatusCounts
     error_ratio: float
     p95_ms: float | None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
 
 
 Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -522,6 +524,8 @@ class WindowRecorder:
                     counts=counts,
                     error_ratio=round(error_ratio, 4),
                     p95_ms=p95,
+                    p50_ms=_percentile(row, 0.50),
+                    p99_ms=_percentile(row, 0.99),
                 )
             )
         return result

@@ -9,7 +9,8 @@ toggling a plugin) and one that drops every live subscription.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,17 @@ MANIFEST = f"""\
   enabled: true
 - name: broken
   module: tests.fixtures.plugins:NotAPlugin
+  enabled: true
+"""
+
+# One plugin failing on two hooks, each quarantined after three calls, and a healthy one.
+TWICE = """\
+- name: twice
+  module: tests.fixtures.plugins:FailingTwice
+  enabled: true
+  quarantine: {min_calls: 3, cooldown_seconds: 600}
+- name: echo
+  module: tests.fixtures.plugins:Echo
   enabled: true
 """
 
@@ -123,12 +135,14 @@ async def drop_live(request: Request) -> JSONResponse:
     return JSONResponse({"dropped": True})
 
 
-def build_app(manifest: Path, settings: Settings | None = None) -> Starlette:
+def build_app(
+    manifest: Path, settings: Settings | None = None, clock: Callable[[], float] = time.time
+) -> Starlette:
     settings = settings or dashboard_settings(manifest)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with PluginRegistry(manifest, settings) as registry:
+        async with PluginRegistry(manifest, settings, clock=clock) as registry:
             app.state.registry = registry
             yield
 

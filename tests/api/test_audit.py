@@ -184,6 +184,28 @@ async def test_the_watcher_records_applied_edits(
     assert record.after["strict.enabled"] is True
 
 
+async def test_the_watcher_records_rejected_edits(
+    api_settings: Settings, manifest_path: Path
+) -> None:
+    app = create_app(api_settings, manifest_path=manifest_path)
+    async with app.router.lifespan_context(app):
+        registry: PluginRegistry = app.state.registry
+        with registry.bus.subscribe() as subscription:
+            audits: list[AuditMessage] = []
+            for bad in ["- name: [unclosed\n", "#" * (1024 * 1024 + 1)]:
+                manifest_path.write_text(bad)
+                with anyio.fail_after(20):
+                    while len(audits) < 2 - (bad.startswith("-")):
+                        batch = await subscription.receive()
+                        audits += [m for m in batch if isinstance(m, AuditMessage)]
+    yaml_error, too_large = (message.record for message in audits)
+    for record in (yaml_error, too_large):
+        assert (record.source, record.action, record.outcome) == ("watcher", "reload_all", "error")
+        assert record.before == record.after == {}
+    assert yaml_error.error is not None and "not valid YAML" in yaml_error.error
+    assert too_large.error is not None and "larger than" in too_large.error
+
+
 # -- keys: throttling, query strings, sessions ----------------------------------------------
 
 

@@ -16,9 +16,10 @@ import uvicorn
 from starlette.routing import Route
 
 from agent_pm.api.app import create_app
-from tests.api.dashboard_app import ADMIN_KEY, MANIFEST, dashboard_settings, drop_live
+from tests.api.dashboard_app import ADMIN_KEY, MANIFEST, TWICE, dashboard_settings, drop_live
 
 CHROMIUM = Path("/usr/bin/chromium")
+
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LAUNCH_ARGS = [
     "--no-sandbox",
@@ -90,9 +91,9 @@ def serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{port}"
 
 
-def _live_server(tmp_path: Path, *, watch: bool) -> Iterator[LiveServer]:
+def _live_server(tmp_path: Path, *, watch: bool, text: str = MANIFEST) -> Iterator[LiveServer]:
     manifest = tmp_path / "plugins.yaml"
-    manifest.write_text(MANIFEST)
+    manifest.write_text(text)
     # The real application, plus one test-only route that drops every live subscription.
     app = create_app(dashboard_settings(manifest), manifest_path=manifest, watch=watch)
     app.router.routes.append(Route("/test/drop-live", drop_live, methods=["POST"]))
@@ -111,6 +112,12 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
 def watched_server(tmp_path: Path) -> Iterator[LiveServer]:
     """The app watching its manifest file, as ``agent-pm serve`` does by default."""
     yield from _live_server(tmp_path, watch=True)
+
+
+@pytest.fixture
+def twice_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The app with one plugin failing on two hooks, each quarantined after three calls."""
+    yield from _live_server(tmp_path, watch=False, text=TWICE)
 
 
 @pytest.fixture(scope="module")

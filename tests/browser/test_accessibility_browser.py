@@ -19,6 +19,9 @@ PAGES = [
     "/dashboard/plugins/broken",
     "/dashboard/plugins/ghost",
     "/dashboard/admin",
+    "/dashboard/activity",
+    "/dashboard?window=24h",
+    "/dashboard/plugins/echo?window=all",
 ]
 
 
@@ -48,6 +51,10 @@ def test_axe_finds_no_violation_on_any_page(
     card.locator(".conflict").wait_for()
     card.locator("summary").click()
     assert axe_violations(page) == [], "admin with a conflict"
+    live_server.set_config("configured", {"retries": 4})
+    page.goto(f"{live_server.url}/dashboard/activity")
+    page.locator("#activity-body tr[data-audit]").first.wait_for()
+    assert axe_violations(page) == [], "activity with records"
     page.context.close()
 
 

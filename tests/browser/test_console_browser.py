@@ -41,7 +41,7 @@ def test_fired_hooks_patch_counters_in_place(admin_page: Any, live_server: LiveS
     expect(admin_page.locator("#c-echo-calls")).to_have_text("3")
     expect(admin_page.locator("#c-failing-errors")).to_have_text("3")
     expect(admin_page.locator("#c-failing-ratio")).to_have_text("100 %")
-    expect(admin_page.locator("#c-echo-spark polyline")).to_have_count(1)
+    expect(admin_page.locator("#c-echo-spark polyline")).to_have_count(2)
     expect(admin_page.locator("#conn .updated")).to_contain_text(re.compile(r"updated \d+ s ago"))
     assert same_document(admin_page)
 
@@ -198,7 +198,9 @@ def test_manifest_error_banner_until_a_good_edit(browser: Any, watched_server: L
 def test_layout_has_no_clipped_columns_from_1024_px(browser: Any, live_server: LiveServer) -> None:
     live_server.fire(times=3)
     page = open_console(browser, live_server, ADMIN_KEY, viewport=NARROW)
-    for path in ["/dashboard", "/dashboard/plugins/failing", "/dashboard/admin"]:
+    for path in [
+        "/dashboard", "/dashboard/plugins/failing", "/dashboard/admin", "/dashboard/activity",
+    ]:  # fmt: skip
         page.goto(f"{live_server.url}{path}")
         clipped = page.evaluate(
             """() => [...document.querySelectorAll('.table-wrap, .card')]
@@ -218,7 +220,9 @@ def test_phone_overview_fits_in_two_screens_with_44px_targets(
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height <= 2.25 * PHONE["height"], height
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    for path in ["/dashboard", "/dashboard/plugins/failing", "/dashboard/admin"]:
+    for path in [
+        "/dashboard", "/dashboard/plugins/failing", "/dashboard/admin", "/dashboard/activity",
+    ]:  # fmt: skip
         page.goto(f"{live_server.url}{path}")
         small = page.evaluate(
             """() => [...document.querySelectorAll(

@@ -110,6 +110,19 @@ async def test_watcher_reports_an_invalid_edit_until_it_is_fixed(
     assert registry.config_errors == []
 
 
+async def test_watcher_reports_a_file_too_large_to_be_the_manifest_once(
+    registry: PluginRegistry, watcher: ManifestWatcher
+) -> None:
+    revision = registry.revision
+    replace_file(registry.manifest_path, MANIFEST + "#" * (1024 * 1024) + "\n")
+    await until(watcher, lambda: registry.config_errors)
+    assert "larger than" in registry.config_errors[0] and registry.revision == revision
+    seen = watcher.seen
+    assert await watcher.check() is False and watcher.seen == seen  # reported once
+    replace_file(registry.manifest_path, MANIFEST)
+    await until(watcher, lambda: not registry.config_errors)
+
+
 async def test_watcher_clears_the_report_when_a_bad_edit_is_reverted(
     registry: PluginRegistry, watcher: ManifestWatcher
 ) -> None:

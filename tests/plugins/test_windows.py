@@ -144,6 +144,20 @@ def test_windows_series_cut_the_window_into_points_that_add_up() -> None:
     assert len(recorder.series("all", max_points("all"))) == 144
 
 
+def test_windows_series_points_carry_p50_p95_and_p99() -> None:
+    recorder, clock = recorder_at()
+    for ms in [1.0] * 90 + [100.0] * 9 + [5000.0]:
+        recorder.record("success", ms)
+    clock.advance(1)
+    [point] = recorder.series("5m", 1)
+    assert point.p50_ms is not None and point.p95_ms is not None and point.p99_ms is not None
+    assert abs(point.p50_ms - 1.0) <= PERCENTILE_ERROR
+    assert abs(point.p95_ms - 100.0) / 100.0 <= PERCENTILE_ERROR
+    assert abs(point.p99_ms - 100.0) / 100.0 <= PERCENTILE_ERROR
+    assert recorder.series("1h", 1)[0].p99_ms == point.p99_ms
+    assert WindowRecorder().series("5m", 1)[0].p50_ms is None
+
+
 @pytest.mark.parametrize("points", [0, 31])
 def test_windows_series_refuse_a_point_count_the_buckets_cannot_give(points: int) -> None:
     recorder, _ = recorder_at()

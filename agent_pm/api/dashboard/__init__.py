@@ -1,8 +1,9 @@
 """The operator console: server-rendered pages, safe admin forms and a live channel.
 
 Pages: ``/dashboard`` (overview, worst health first), ``/dashboard/plugins/{name}`` (one
-plugin: hooks, latency, error groups, history, recorded failures, config) and
-``/dashboard/admin``. Each page's state (filters, sort, hook, status) lives in its URL.
+plugin: hooks, rates and latency, quarantine, error groups, history, recorded failures,
+runtime, config), ``/dashboard/admin`` and ``/dashboard/activity`` (the audit log, live). Each
+page's state (window, filters, sort, hook, status) lives in its URL.
 ``/dashboard/live`` pushes only what changed. State-changing requests need a session, a
 matching CSRF token and a same-origin ``Origin``; admin actions also need the admin role and
 carry the revision they were opened at.
@@ -19,7 +20,13 @@ from agent_pm.api.dashboard import _actions as actions
 from agent_pm.api.dashboard import _replays as replays
 from agent_pm.api.dashboard._guard import checked, read_form
 from agent_pm.api.dashboard._live import live
-from agent_pm.api.dashboard._pages import admin_page, html, overview_page, plugin_page
+from agent_pm.api.dashboard._pages import (
+    activity_page,
+    admin_page,
+    html,
+    overview_page,
+    plugin_page,
+)
 from agent_pm.api.dashboard._render import ASSETS, render
 from agent_pm.api.security import client_address, same_origin
 from agent_pm.api.session import session_from_scope, sessions_for
@@ -35,6 +42,7 @@ def routes() -> list[BaseRoute]:
         Route("/logout", logout, methods=["POST"]),
         Route("/dashboard", overview_page, methods=["GET"]),
         Route("/dashboard/admin", admin_page, methods=["GET"]),
+        Route("/dashboard/activity", activity_page, methods=["GET"]),
         Route("/dashboard/admin/cards/{name}", actions.admin_card, methods=["GET"]),
         Route("/dashboard/plugins/{name}", plugin_page, methods=["GET"]),
         Route("/dashboard/plugins/{name}/enabled", actions.set_enabled, methods=["POST"]),

@@ -243,12 +243,26 @@ async def install(request: Request) -> Response:
 
 
 async def reset_quarantine(request: Request) -> Response:
-    """``POST /dashboard/plugins/{name}/quarantine/reset``: close every breaker of the plugin,
-    audited as the session's actor; answers with the plugin page (303)."""
-    session, _ = await checked(request)
+    """``POST /dashboard/plugins/{name}/quarantine/reset``: close the breaker of the form's
+    ``hook``, or of every hook without one, audited as the session's actor. htmx gets the
+    quarantine panel with a notice; a plain form post goes back to the plugin page (303)."""
+    session, form = await checked(request)
     name = request.path_params["name"]
+    hook = form.get("hook") or None
+    registry = request.app.state.registry
+    htmx = bool(request.headers.get("hx-request"))
+    card = AdminCard()
     try:
-        await audited(request, session).reset_quarantine(name)
-    except PluginNotFoundError:
-        raise HTTPException(404, f"no plugin named {name!r}") from None
-    return RedirectResponse(f"/dashboard/plugins/{quote(name, safe='')}", 303)
+        await audited(request, session).reset_quarantine(name, hook)
+        what = f"hook {hook}" if hook else "every hook"
+        card.notice = Notice(f"Quarantine of {name}, {what}, reset.")
+    except PluginNotFoundError as exc:
+        if not htmx or regions.meta_of(registry, name) is None:
+            raise HTTPException(404, str(exc)) from None
+        card = AdminCard(error=str(exc), notice=Notice(str(exc), "error"), status=404)
+    if not htmx:
+        return RedirectResponse(f"/dashboard/plugins/{quote(name, safe='')}#quarantine", 303)
+    meta = regions.meta_of(registry, name)
+    assert meta is not None
+    panel = regions.quarantine_panel(meta, admin=True, csrf=session.csrf, card=card)
+    return html(panel, card.status)

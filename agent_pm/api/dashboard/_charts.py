@@ -1,4 +1,4 @@
-"""Chart geometry for the server-rendered SVG: time axes, latency marks and sparklines.
+"""Chart geometry for the server-rendered SVG: time axes and latency marks.
 
 Templates draw what these structures describe; nothing here knows about HTML. Every axis has at
 least four labelled ticks, times are UTC, and the value axis comes from :mod:`._scale`, so one
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from agent_pm.api.dashboard._format import duration, utc
 from agent_pm.api.dashboard._scale import MIN_TICKS, Scale, robust_scale
 
-__all__ = ["Axis", "LatencyChart", "Mark", "Tick", "latency_chart", "sparkline", "time_axis"]
+__all__ = ["Axis", "LatencyChart", "Mark", "Tick", "latency_chart", "time_axis"]
 
 WIDTH = 640.0
 HEIGHT = 200.0
@@ -107,12 +107,3 @@ def latency_chart(samples: list[dict[str, object]]) -> LatencyChart:
     y_ticks = [Tick(scale.y(value), duration(value)) for value in scale.ticks]
     axis = time_axis(first, last if len(samples) > 1 else first + 1)
     return LatencyChart(marks, axis, y_ticks, scale, WIDTH, HEIGHT, max(durations, default=0.0))
-
-
-def sparkline(values: list[float], width: float = 120, height: float = 28) -> str:
-    """SVG polyline points for ``values`` (oldest first), on a scale robust to outliers."""
-    if not values:
-        return ""
-    scale = robust_scale(values, height - 2)
-    step = width / max(len(values) - 1, 1)
-    return " ".join(f"{round(i * step, 1)},{scale.y(value) + 1}" for i, value in enumerate(values))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-__all__ = ["count", "duration", "ratio", "utc", "utc_time"]
+__all__ = ["count", "duration", "rate", "ratio", "utc", "utc_time"]
 
 
 def count(value: float) -> str:
@@ -30,6 +30,11 @@ def duration(ms: float | None) -> str:
     if abs(ms) >= 1000:
         return f"{_significant(ms / 1000)} s"
     return f"{_significant(ms)} ms"
+
+
+def rate(per_second: float) -> str:
+    """Events per second with three significant digits: ``12.3/s``."""
+    return f"{_significant(per_second)}/s"
 
 
 def ratio(value: float | None) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,11 +31,13 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent_pm.api.dashboard import _regions as regions
+from agent_pm.api.dashboard._activity import FEED_ROWS, ActivityFilters, rows_html
 from agent_pm.api.dashboard._render import render
-from agent_pm.api.dashboard._view import Filters
+from agent_pm.api.dashboard._view import DEFAULT_WINDOW, WINDOWS, Filters
 from agent_pm.api.figures import shown_figures
 from agent_pm.api.security import same_origin
 from agent_pm.api.session import Session, session_from_scope
+from agent_pm.audit import AuditLog, AuditMessage, AuditRecord
 from agent_pm.errors import AgentPMError
 from agent_pm.plugins.bus import Lagged
 from agent_pm.plugins.registry import Views
@@ -46,6 +49,8 @@ TICK = 1.0
 URGENT = 0.05
 KEEPALIVE = 5.0
 CHART_EVERY = 10.0
+# Charts are redrawn at most every CHART_EVERY: each redraw sends the whole SVG.
+CHARTS = frozenset({"latency-chart", "series-charts", "plugin-runtime"})
 ROWS_PER_TICK = 10
 HELLO_WAIT = 2.0
 BUFFER = 8_192
@@ -55,13 +60,20 @@ CLOSE_UNAUTHORIZED = 4401
 class LiveChannel:
     """One connected page: what it shows, what it was last sent, what changed since."""
 
-    def __init__(self, registry: Any, session: Session, view: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        registry: Any,
+        session: Session,
+        view: dict[str, Any],
+        audit_log: AuditLog | None = None,
+    ) -> None:
         self.registry = registry
         self.session = session
         self.view = view
+        self.feed = _Feed(audit_log, view) if view.get("page") == "activity" else None
         self.sent: dict[str, str] = {}
         self.history_seq = 0
-        self.chart_at = 0.0
+        self.drawn: dict[str, float] = {}
         self.changed = False
         self.urgent = False
         self.paused = False
@@ -77,6 +89,12 @@ class LiveChannel:
             shown = await shown_figures(connection)
         self.views = shown.views
 
+    async def prepare(self, connection: HTTPConnection) -> None:
+        """Read what the next message is made of: the figures, and new audit records."""
+        await self.refresh_figures(connection)
+        if self.feed is not None:
+            await self.feed.catch_up()
+
     @property
     def page(self) -> str:
         return str(self.view.get("page", ""))
@@ -87,6 +105,8 @@ class LiveChannel:
             self.changed = True
             if not isinstance(message, HookSample):
                 self.urgent = True
+            if isinstance(message, AuditMessage) and self.feed is not None:
+                self.feed.due = True
             if isinstance(message, Lagged):
                 self.sent.clear()
 
@@ -97,9 +117,11 @@ class LiveChannel:
             self.changed = self.urgent = True
             self.sent.clear()
             return
+        now = time.monotonic()
         for region, cell in self._cells().items():
             self.sent[region] = cell.key
-        self.chart_at = time.monotonic()
+            if region in CHARTS:
+                self.drawn[region] = now
 
     def _cells(self) -> dict[str, regions.Cell]:
         registry = self.registry
@@ -110,22 +132,33 @@ class LiveChannel:
         }
         if self.page == "overview":
             filters = Filters.from_query(_query(str(self.view.get("query", ""))))
-            cells.update(regions.overview_cells(regions.metas_of(registry, self.views), filters))
+            cells.update(regions.overview_cells(registry, filters, self.views))
         elif self.page == "admin" and self.session.is_admin:
             metas = regions.metas_of(registry)
             cells.update(regions.admin_cells(metas, self.session, registry.revision))
         elif self.page == "plugin":
-            meta = regions.meta_of(registry, str(self.view.get("plugin", "")), self.views)
+            meta = self._plugin_meta()
             if meta is not None:
                 view = self._plugin_view(meta)
                 admin, csrf = self.session.is_admin, self.session.csrf
                 cells.update(regions.plugin_cells(meta, view, admin=admin, csrf=csrf))
                 cells["latency-chart"] = regions.chart_cell(meta, view)
+                cells["series-charts"] = regions.series_cell(registry, view, self.views)
         return cells
 
+    def _plugin_meta(self) -> dict[str, Any] | None:
+        window = str(self.view.get("window", ""))
+        window = window if window in WINDOWS else DEFAULT_WINDOW
+        name = str(self.view.get("plugin", ""))
+        return regions.meta_of(self.registry, name, self.views, window)
+
     def _plugin_view(self, meta: dict[str, Any]) -> regions.PluginView:
+        view = self.view
         return regions.plugin_view(
-            meta, str(self.view.get("hook", "")), str(self.view.get("status", ""))
+            meta,
+            str(view.get("hook", "")),
+            str(view.get("status", "")),
+            str(view.get("window", "")),
         )
 
     def message(self) -> str | None:
@@ -135,24 +168,21 @@ class LiveChannel:
         insert: dict[str, dict[str, str]] = {"prepend": {}, "append": {}}
         now = time.monotonic()
         cells = self._cells()
+        # A card the page was never sent is new (appended), unless everything is being re-sent.
+        known = set(self.sent) or set(cells)
         for region, cell in cells.items():
             if (
-                region == "latency-chart"
+                region in CHARTS
                 and region in self.sent
-                and now < self.chart_at + CHART_EVERY
+                and now < self.drawn.get(region, 0) + CHART_EVERY
             ):
                 self.changed = True  # drawn at the next chance
                 continue
             if self.sent.get(region) == cell.key:
                 continue
-            if region == "latency-chart":
-                self.chart_at = now
-            if (
-                self.page == "admin"
-                and region.startswith("admin-")
-                and self.sent
-                and region not in self.sent
-            ):
+            if region in CHARTS:
+                self.drawn[region] = now
+            if self.page == "admin" and region.startswith("admin-") and region not in known:
                 insert["append"]["admin-cards"] = (
                     insert["append"].get("admin-cards", "") + cell.html()
                 )
@@ -163,6 +193,8 @@ class LiveChannel:
             self._removed_cards(cells, patch)
         if self.page == "plugin":
             self._history(insert)
+        if self.feed is not None and self.feed.records:
+            insert["prepend"]["activity-body"] = self.feed.rows()
         content = {k: v for k, v in {"patch": patch, **insert}.items() if v}
         if not content:
             return None
@@ -184,7 +216,7 @@ class LiveChannel:
             )
 
     def _history(self, insert: dict[str, dict[str, str]]) -> None:
-        meta = regions.meta_of(self.registry, str(self.view.get("plugin", "")))
+        meta = self._plugin_meta()
         if meta is None:
             return
         view = self._plugin_view(meta)
@@ -204,6 +236,53 @@ class LiveChannel:
         if left:
             rows += render("partials/history_gap.html", left=left)
         insert["prepend"]["history-body"] = rows
+
+
+class _Feed:
+    """The activity page's part of a channel: audit records written after the newest it shows.
+
+    They are read from the audit log itself (which also holds what other processes, a local CLI
+    say, wrote there), when the bus announces a record and whenever the log's size changed.
+    """
+
+    def __init__(self, log: AuditLog | None, view: dict[str, Any]) -> None:
+        self.log = log
+        after = view.get("after")
+        self.after = after if isinstance(after, int) else 0
+        self.filters = ActivityFilters.from_query(_query(str(view.get("query", ""))))
+        self.due = True
+        self.size = -1
+        self.records: list[AuditRecord] = []
+
+    async def poll(self) -> None:
+        """Look for records nobody announced (written by another process)."""
+        if self.log is not None:
+            size = await anyio.to_thread.run_sync(_size, self.log.path)
+            self.due = self.due or size != self.size
+            self.size = size
+
+    async def catch_up(self) -> None:
+        """Read what was written since the last record seen, keeping what the filters pass."""
+        if self.log is None or not self.due:
+            return
+        found = await self.log.read(since=self.after, limit=FEED_ROWS)
+        self.due = len(found) == FEED_ROWS
+        if found:
+            self.after = found[-1].id
+        self.records += [record for record in found if self.filters.keeps(record)]
+
+    def rows(self) -> str:
+        """The new records' rows, newest first; taken once."""
+        html = rows_html(list(reversed(self.records)))
+        self.records = []
+        return html
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _query(text: str) -> dict[str, str]:
@@ -227,7 +306,7 @@ async def live(websocket: WebSocket) -> None:
         return  # gone before saying hello (or closed by the server: message too big)
     view = hello.get("view")
     view = view if isinstance(view, dict) else {}
-    channel = LiveChannel(registry, session, view)
+    channel = LiveChannel(registry, session, view, getattr(websocket.app.state, "audit", None))
     await channel.refresh_figures(websocket)
     since = hello.get("since")
     resumable = hello.get("epoch") == registry.bus.epoch and isinstance(since, int)
@@ -278,7 +357,7 @@ async def _listen(
 
 
 async def _flush(websocket: WebSocket, channel: LiveChannel, lock: anyio.Lock) -> None:
-    await channel.refresh_figures(websocket)
+    await channel.prepare(websocket)
     text = channel.message()
     if text is not None:
         await _send(websocket, lock, text)
@@ -302,18 +381,33 @@ async def _pump(
             await websocket.close(code=CLOSE_UNAUTHORIZED, reason="session expired")
             return
         if idle.cancelled_caught:
-            # Quiet: re-check regions no bus message announces (manifest errors), say we are here.
+            # Quiet: re-check what no bus message announces (manifest errors, audit records of
+            # other processes), say we are here.
+            if channel.feed is not None:
+                await channel.feed.poll()
             if not channel.paused:
-                await channel.refresh_figures(websocket)
+                await channel.prepare(websocket)
                 await _send(websocket, lock, channel.message() or channel.keepalive())
             continue
-        wait = URGENT if channel.urgent else last + TICK - time.monotonic()
-        if wait > 0:
-            await anyio.sleep(wait)
+        await _gather(channel, subscription, last + TICK)
         channel.absorb(subscription.drain())
         if not channel.paused and channel.changed:
             await _flush(websocket, channel, lock)
             last = time.monotonic()
+
+
+async def _gather(channel: LiveChannel, subscription: Any, tick: float) -> None:
+    """Keep absorbing until the next tick, or ``URGENT`` after a state change, whichever comes
+    first: a health change arriving while samples wait for their tick is not held back."""
+    deadline = time.monotonic() + URGENT if channel.urgent else tick
+    while (wait := deadline - time.monotonic()) > 0:
+        with anyio.move_on_after(wait):
+            try:
+                channel.absorb(await subscription.receive())
+            except anyio.EndOfStream:
+                return  # the next receive in the pump closes the page's channel
+        if channel.urgent:
+            deadline = min(deadline, time.monotonic() + URGENT)
 
 
 async def _send(websocket: WebSocket, lock: anyio.Lock, text: str) -> None:

@@ -14,13 +14,36 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from agent_pm.api.dashboard import _regions as regions
+from agent_pm.api.dashboard._activity import (
+    FEED_ROWS,
+    SCAN_LIMIT,
+    SOURCES,
+    ActivityFilters,
+    feed_rows,
+    rows_html,
+)
 from agent_pm.api.dashboard._failures import failure_card
 from agent_pm.api.dashboard._render import render
-from agent_pm.api.dashboard._view import SEVERITY, STATUSES, Filters, hook_names
+from agent_pm.api.dashboard._view import (
+    DEFAULT_WINDOW,
+    SEVERITY,
+    STATUSES,
+    WINDOWS,
+    Filters,
+    hook_names,
+    window_phrase,
+)
 from agent_pm.api.figures import Shown, node_breakdown, shown_figures
 from agent_pm.api.session import Session, session_from_scope
 
-__all__ = ["admin_page", "html", "install_section", "overview_page", "plugin_page"]
+__all__ = [
+    "activity_page",
+    "admin_page",
+    "html",
+    "install_section",
+    "overview_page",
+    "plugin_page",
+]
 
 COLUMNS = [
     ("name", "Plugin", False),
@@ -29,10 +52,20 @@ COLUMNS = [
     ("errors", "Errors", True),
     ("ratio", "Error ratio", True),
     ("p95", "p95", True),
-    ("", "Latency trend", False),
+    ("", "Trend", False),
     ("", "Skipped", True),
+    ("", "Quarantined", True),
 ]
-BASIS = "Calls, errors and latency over the last 100 calls of each hook; worst health first."
+
+
+def basis(filters: Filters) -> str:
+    """The overview table's caption: what its figures cover and how rows are ordered."""
+    hook = f" of hook {filters.hook}" if filters.hook else ""
+    return (
+        f"Calls, errors and latency {window_phrase(filters.window)}{hook}; errors count errors and "
+        f"timeouts, p95 is the slowest hook's, the trend shows calls with failed ones in red. "
+        f"Sorted: {filters.SORTS[filters.sort]}."
+    )
 
 
 def html(text: str, status: int = 200) -> HTMLResponse:
@@ -63,9 +96,8 @@ async def overview_page(request: Request) -> Response:
     registry = request.app.state.registry
     filters = Filters.from_query(request.query_params)
     shown, nodes = await _figures(request)
-    metas = regions.metas_of(registry, shown.views)
-    cells = regions.overview_cells(metas, filters)
-    hooks = sorted({hook for meta in metas for hook in hook_names(meta)})
+    cells = regions.overview_cells(registry, filters, shown.views)
+    hooks = sorted({hook for meta in regions.metas_of(registry) for hook in hook_names(meta)})
     view = {"query": filters.query(), **_node_view(shown)}
     return html(
         render(
@@ -76,8 +108,9 @@ async def overview_page(request: Request) -> Response:
             filters=filters,
             hooks=hooks,
             healths=SEVERITY,
+            windows=WINDOWS,
             columns=COLUMNS,
-            basis=BASIS,
+            basis=basis(filters),
             strip=cells["status-strip"].html(),
             body=cells["overview-body"].html(),
         )
@@ -90,17 +123,24 @@ async def plugin_page(request: Request) -> Response:
         return RedirectResponse("/login", 303)
     registry = request.app.state.registry
     shown, nodes = await _figures(request)
-    meta = regions.meta_of(registry, request.path_params["name"], shown.views)
+    query = request.query_params
+    window = query.get("window", "")
+    meta = regions.meta_of(registry, request.path_params["name"], shown.views, _known(window))
     if meta is None:
         return html(render("not_found.html", name=request.path_params["name"]), 404)
-    query = request.query_params
-    view = regions.plugin_view(meta, query.get("hook", ""), query.get("status", ""))
+    view = regions.plugin_view(meta, query.get("hook", ""), query.get("status", ""), window)
     cells = regions.plugin_cells(meta, view, admin=session.is_admin, csrf=session.csrf)
     shell = _shell(
         registry,
         session,
         "plugin",
-        {"plugin": view.name, "hook": view.hook, "status": view.status, **_node_view(shown)},
+        {
+            "plugin": view.name,
+            "hook": view.hook,
+            "status": view.status,
+            "window": view.window,
+            **_node_view(shown),
+        },
     )
     return html(
         render(
@@ -110,8 +150,12 @@ async def plugin_page(request: Request) -> Response:
             view=view,
             hooks=hook_names(meta),
             statuses=STATUSES,
+            windows=WINDOWS,
             summary=cells["plugin-summary"].html(),
             hooks_table=cells["hooks-table"].html(),
+            quarantine=cells["quarantine-panel"].html(),
+            runtime=cells["plugin-runtime"].html(),
+            series=regions.series_cell(registry, view, shown.views).html(),
             errors=cells["error-groups"].html(),
             config=cells["plugin-config"].html(),
             chart=regions.chart_cell(meta, view).html(),
@@ -144,6 +188,10 @@ async def _per_node(request: Request, registry: Any, name: str, hook: str) -> li
     ]
 
 
+def _known(window: str) -> str:
+    return window if window in WINDOWS else DEFAULT_WINDOW
+
+
 async def install_section(registry: Any, session: Session, state: Any = None) -> Markup:
     entries = await registry.discover_plugins()
     return render(
@@ -152,6 +200,30 @@ async def install_section(registry: Any, session: Session, state: Any = None) ->
         csrf=session.csrf,
         revision=registry.revision,
         state=state or regions.AdminCard(),
+    )
+
+
+async def activity_page(request: Request) -> Response:
+    """``/dashboard/activity``: the audit log, newest first, for admins (as ``GET /audit``)."""
+    session = _session(request)
+    if session is None:
+        return RedirectResponse("/login", 303)
+    if not session.is_admin:
+        return html(render("forbidden.html", session=session), 403)
+    filters = ActivityFilters.from_query(request.query_params)
+    log = request.app.state.audit
+    records = await log.read(None, SCAN_LIMIT if filters.active else FEED_ROWS)
+    view = {"query": filters.query(), "after": records[-1].id if records else 0}
+    registry = request.app.state.registry
+    return html(
+        render(
+            "activity.html",
+            **_shell(registry, session, "activity", view),
+            filters=filters,
+            sources=SOURCES,
+            limit=FEED_ROWS,
+            rows=rows_html(feed_rows(records, filters)),
+        )
     )
 
 

@@ -22,10 +22,22 @@ from markupsafe import Markup
 
 from agent_pm.api.dashboard._charts import latency_chart
 from agent_pm.api.dashboard._render import render
+from agent_pm.api.dashboard._runtime import breaker_rows, isolation_facts, loop_block_view
 from agent_pm.api.dashboard._schema_form import config_fields
+from agent_pm.api.dashboard._series import (
+    Trend,
+    latency_series_chart,
+    rate_chart,
+    series_span,
+    spark_points,
+    trend,
+)
 from agent_pm.api.dashboard._view import (
+    DEFAULT_WINDOW,
     HISTORY_ROWS,
+    STATS_WINDOWS,
     STATUSES,
+    WINDOWS,
     Filters,
     PluginRow,
     domid,
@@ -37,10 +49,12 @@ from agent_pm.api.dashboard._view import (
     plugin_row,
     sorted_rows,
     status_strip,
+    window_phrase,
 )
 from agent_pm.api.session import Session
 from agent_pm.errors import AgentPMError
 from agent_pm.plugins.registry import Views
+from agent_pm.plugins.windows import WindowPoint, max_points
 
 __all__ = [
     "CELL_KEYS",
@@ -56,9 +70,12 @@ __all__ = [
     "overview_cells",
     "plugin_cells",
     "plugin_view",
+    "quarantine_panel",
+    "series_cell",
+    "trends",
 ]
 
-CELL_KEYS = ("health", "calls", "errors", "ratio", "p95", "spark", "skipped")
+CELL_KEYS = ("health", "calls", "errors", "ratio", "p95", "spark", "skipped", "quarantined")
 NOTICE_SECONDS = 12
 ERROR_NOTICE_SECONDS = 30
 
@@ -82,26 +99,52 @@ def _cell(row: PluginRow, key: str) -> Markup:
     return render("partials/overview_cell.html", row=row, key=key)
 
 
-def overview_body(rows: list[PluginRow], filtered: bool) -> Markup:
+def overview_body(rows: list[PluginRow], filtered: bool, window: str = DEFAULT_WINDOW) -> Markup:
+    """The table body; each plugin's link keeps the window."""
     return render(
         "partials/overview_body.html",
         rows=rows,
         cell=_cell,
         cell_keys=CELL_KEYS,
         filtered=filtered,
+        link_query="" if window == DEFAULT_WINDOW else f"?window={window}",
     )
 
 
-def overview_cells(metas: list[dict[str, Any]], filters: Filters) -> dict[str, Cell]:
-    """The status strip, the table body's row order and every cell of every row."""
-    rows = sorted_rows(metas, filters)
-    all_rows = sorted_rows(metas, Filters())
+def trends(
+    registry: Any, filters: Filters, views: Views | None = None
+) -> Callable[[dict[str, Any]], Trend | None]:
+    """Draws a plugin's trend over ``filters``' window (and hook) from its windowed series."""
+
+    def draw(meta: dict[str, Any]) -> Trend | None:
+        hooks = [filters.hook] if filters.hook else hook_names(meta)
+        recorders = []
+        for hook in hooks:
+            try:
+                recorders.append(registry.windows(meta["name"], hook, views))
+            except AgentPMError:
+                continue  # a hook it does not have
+        if not recorders:
+            return None
+        uptime = max(recorder.stats("all").seconds for recorder in recorders)
+        span = series_span(filters.window, uptime)
+        return trend([recorder.series(span, spark_points(span)) for recorder in recorders])
+
+    return draw
+
+
+def overview_cells(registry: Any, filters: Filters, views: Views | None = None) -> dict[str, Cell]:
+    """The status strip, the table body's row order and every cell of every row (figures from
+    ``views``, in a cluster)."""
+    metas = metas_of(registry, views, filters.window)
+    rows = sorted_rows(metas, filters, trends(registry, filters, views))
+    all_rows = sorted_rows(metas, Filters(window=filters.window))
     strip = render("partials/strip.html", strip=status_strip(all_rows), filters=filters)
     filtered = bool(filters.plugin or filters.hook or filters.health)
     order = ",".join(row.name for row in rows)
     cells = {
         "status-strip": Cell.of(strip),
-        "overview-body": Cell(order, lambda: overview_body(rows, filtered)),
+        "overview-body": Cell(order, lambda: overview_body(rows, filtered, filters.window)),
     }
     for row in rows:
         for key in CELL_KEYS:
@@ -114,22 +157,36 @@ def overview_cells(metas: list[dict[str, Any]], filters: Filters) -> dict[str, C
 
 @dataclass(frozen=True)
 class PluginView:
-    """What a plugin page shows, as its URL says: the plugin, one hook, a status filter."""
+    """What a plugin page shows, as its URL says: the plugin, one hook, a status filter and
+    the window of its figures and charts."""
 
     name: str
     hook: str = ""
     status: str = ""
+    window: str = DEFAULT_WINDOW
 
     def query(self, **changes: str) -> str:
-        values = {"hook": self.hook, "status": self.status, **changes}
-        return urlencode({k: v for k, v in values.items() if v})
+        values = {"hook": self.hook, "status": self.status, "window": self.window, **changes}
+        kept = {k: v for k, v in values.items() if v and not (k == "window" and v == "5m")}
+        return urlencode(kept)
+
+    @property
+    def window_label(self) -> str:
+        return window_phrase(self.window)
 
 
-def plugin_view(meta: dict[str, Any], hook: str, status: str) -> PluginView:
-    """The view of ``meta`` for the requested hook (else its first) and status filter."""
+def plugin_view(
+    meta: dict[str, Any], hook: str, status: str, window: str = DEFAULT_WINDOW
+) -> PluginView:
+    """The view of ``meta`` for the requested hook (else its first), status filter and window."""
     hooks = hook_names(meta)
     chosen = hook if hook in hooks else (hooks[0] if hooks else "")
-    return PluginView(meta["name"], chosen, status if status in STATUSES else "")
+    return PluginView(
+        meta["name"],
+        chosen,
+        status if status in STATUSES else "",
+        window if window in WINDOWS else DEFAULT_WINDOW,
+    )
 
 
 def _samples(meta: dict[str, Any], hook: str) -> list[dict[str, Any]]:
@@ -139,23 +196,24 @@ def _samples(meta: dict[str, Any], hook: str) -> list[dict[str, Any]]:
 def plugin_cells(
     meta: dict[str, Any], view: PluginView, *, admin: bool, csrf: str = ""
 ) -> dict[str, Cell]:
-    """The regions of a plugin page except its history rows and chart (see below).
+    """The regions of a plugin page except its history rows and charts (see below).
 
-    An admin gets a quarantine reset button while one of the plugin's breakers is not closed.
+    An admin gets a reset button for each hook whose breaker is not closed, and one for all.
     """
     row = plugin_row(meta)
-    quarantined = sorted(
-        hook for hook, b in (meta.get("quarantine") or {}).items() if b.get("state") != "closed"
-    )
+    breakers = breaker_rows(meta)
     summary = render(
         "partials/plugin_summary.html",
         row=row,
         meta=meta,
-        quarantined=quarantined if admin else [],
-        csrf=csrf,
+        quarantined=[b.hook for b in breakers if b.resettable],
     )
     hooks = render(
-        "partials/hooks_table.html", rows=hook_rows(meta), selected=view.hook, query=view.query
+        "partials/hooks_table.html",
+        rows=hook_rows(meta),
+        selected=view.hook,
+        query=view.query,
+        window_label=view.window_label,
     )
     errors = render(
         "partials/error_groups.html", view=error_groups(meta, view.hook), hook=view.hook
@@ -167,12 +225,55 @@ def plugin_cells(
         name=view.name,
         admin=admin,
     )
+    runtime = render(
+        "partials/runtime.html", isolation=isolation_facts(meta), blocks=loop_block_view(meta)
+    )
     return {
         "plugin-summary": Cell.of(summary),
         "hooks-table": Cell.of(hooks),
+        "quarantine-panel": Cell.of(quarantine_panel(meta, admin=admin, csrf=csrf)),
+        "plugin-runtime": Cell.of(runtime),
         "error-groups": Cell.of(errors),
         "plugin-config": Cell.of(config),
     }
+
+
+def quarantine_panel(
+    meta: dict[str, Any], *, admin: bool, csrf: str, card: AdminCard | None = None
+) -> Markup:
+    """The breakers of ``meta``'s hooks; ``card`` carries what a reset has to say."""
+    card = card or AdminCard()
+    return render(
+        "partials/quarantine.html",
+        name=meta["name"],
+        rows=breaker_rows(meta),
+        admin=admin,
+        csrf=csrf,
+        notice=card.notice,
+        error=card.error,
+    )
+
+
+def series_cell(registry: Any, view: PluginView, views: Views | None = None) -> Cell:
+    """Call and error rates and latency percentiles of the view's hook over its window."""
+    points: list[WindowPoint] = []
+    try:
+        recorder = registry.windows(view.name, view.hook, views) if view.hook else None
+    except AgentPMError:
+        recorder = None
+    if recorder is not None:
+        span = series_span(view.window, recorder.stats("all").seconds)
+        points = recorder.series(span, max_points(span))
+        if view.window == "all":  # not the empty stretch before the service started
+            points = [p for p in points if p.start.timestamp() + p.seconds > recorder.started]
+    html = render(
+        "partials/series_charts.html",
+        rates=rate_chart(points),
+        latency=latency_series_chart(points),
+        hook=view.hook,
+        window_label=view.window_label,
+    )
+    return Cell.of(html)
 
 
 def chart_cell(meta: dict[str, Any], view: PluginView) -> Cell:
@@ -298,14 +399,21 @@ def admin_cells(metas: list[dict[str, Any]], session: Session, revision: int) ->
     return cells
 
 
-def metas_of(registry: Any, views: Views | None = None) -> list[dict[str, Any]]:
-    """Every plugin's metadata with history, as plain dicts (figures from ``views``, in a
-    cluster)."""
-    return [plain(meta) for meta in registry.list_metadata(history=True, views=views)]
+def metas_of(
+    registry: Any, views: Views | None = None, window: str = DEFAULT_WINDOW
+) -> list[dict[str, Any]]:
+    """Every plugin's metadata with its stats over ``window``, as plain dicts (figures from
+    ``views``, in a cluster)."""
+    stats = STATS_WINDOWS[window]
+    return [plain(meta) for meta in registry.list_metadata(window=stats, views=views)]
 
 
-def meta_of(registry: Any, name: str, views: Views | None = None) -> dict[str, Any] | None:
+def meta_of(
+    registry: Any, name: str, views: Views | None = None, window: str = DEFAULT_WINDOW
+) -> dict[str, Any] | None:
+    """``name``'s metadata with its history and its stats over ``window``; ``None``: no such."""
     try:
-        return plain(registry.metadata_for(name, history=True, views=views))
+        stats = STATS_WINDOWS[window]
+        return plain(registry.metadata_for(name, history=True, window=stats, views=views))
     except AgentPMError:
         return None

@@ -46,6 +46,7 @@ environment.filters.update(
     count=_format.count,
     duration=_format.duration,
     ratio=_format.ratio,
+    rate=_format.rate,
     utc=_format.utc,
     utc_ms=partial(_format.utc, millis=True),
     isotime=_format.utc_time,

@@ -1,29 +1,33 @@
 """What the console shows, computed from registry metadata: rows, filters, sorting, history.
 
-Everything here is plain data for the templates. Until windowed telemetry exists, the figures of
-a row are taken over the bounded history each hook keeps (its last 100 calls), and the table says
-so in its column headings.
+Everything here is plain data for the templates. An overview row's figures come from the
+plugin's windowed telemetry over the window the URL selects (``hook_windows`` in its metadata),
+its trend from that window's series; the plugin page's history is the bounded history each hook
+keeps (its last 100 calls).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import msgspec
 
-from agent_pm.api.dashboard._charts import sparkline
 from agent_pm.api.dashboard._fingerprint import ErrorGroup, group_errors
+from agent_pm.api.dashboard._series import Trend
+from agent_pm.plugins.windows import WindowName
 
 __all__ = [
+    "DEFAULT_WINDOW",
     "HISTORY_ROWS",
     "SEVERITY",
+    "STATS_WINDOWS",
     "STATUSES",
+    "WINDOWS",
     "Filters",
     "HookRow",
     "PluginRow",
@@ -32,11 +36,11 @@ __all__ = [
     "filtered_history",
     "hook_names",
     "hook_rows",
-    "percentile",
     "plain",
     "plugin_row",
     "sorted_rows",
     "status_strip",
+    "window_phrase",
 ]
 
 HISTORY_ROWS = 50
@@ -47,6 +51,21 @@ SEVERITY = (
     "idle", "disabled",
 )  # fmt: skip
 BAD = {"error", "timeout"}
+# The windows an operator picks from, as the URL spells them, and as the page names them.
+WINDOWS: dict[str, str] = {"5m": "5 min", "1h": "1 h", "24h": "24 h", "all": "since start"}
+_PHRASES = {
+    "5m": "over the last 5 min", "1h": "over the last hour", "24h": "over the last 24 h",
+    "all": "since start",
+}  # fmt: skip
+STATS_WINDOWS: dict[str, WindowName] = {"5m": "5m", "1h": "1h", "24h": "24h", "all": "all"}
+DEFAULT_WINDOW = "5m"
+
+
+def window_phrase(window: str) -> str:
+    """How text names a window: ``over the last 5 min``, ``since start``."""
+    return _PHRASES.get(window, _PHRASES[DEFAULT_WINDOW])
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -65,14 +84,6 @@ def plain(meta: Any) -> dict[str, Any]:
     result = msgspec.to_builtins(meta)
     assert isinstance(result, dict)
     return result
-
-
-def percentile(values: list[float], share: float) -> float | None:
-    """The nearest-rank percentile of ``values``; ``None`` when there are none."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
 def _health(meta: dict[str, Any]) -> tuple[str, str]:
@@ -104,14 +115,14 @@ class PluginRow:
     errors: int
     skipped: int
     quarantined: int
+    ran: int
     p95_ms: float | None
-    spark: str
+    trend: Trend | None
     hooks: list[str]
 
     @property
     def error_ratio(self) -> float | None:
-        ran = self.calls - self.skipped - self.quarantined
-        return self.errors / ran if ran > 0 else None
+        return self.errors / self.ran if self.ran > 0 else None
 
     @property
     def severity(self) -> int:
@@ -125,10 +136,16 @@ def _samples(meta: dict[str, Any], hook: str | None = None) -> list[dict[str, An
     return sorted(merged, key=lambda s: s["seq"])
 
 
-def plugin_row(meta: dict[str, Any], hook: str | None = None) -> PluginRow:
-    """The overview row of ``meta`` (with history), over one hook or all of them."""
-    samples = _samples(meta, hook)
-    durations = [s["duration_ms"] for s in samples if s["status"] not in ("skipped",)]
+def plugin_row(
+    meta: dict[str, Any], hook: str | None = None, trend: Trend | None = None
+) -> PluginRow:
+    """The overview row of ``meta`` over its windowed stats (``hook_windows``), over one hook
+    or all of them. Its p95 is the slowest hook's: percentiles of several hooks do not add up,
+    and the plugin's own p95 is never above the slowest hook's."""
+    windows = meta.get("hook_windows") or {}
+    chosen = [windows[hook]] if hook and hook in windows else [] if hook else list(windows.values())
+    counts = [w["counts"] for w in chosen]
+    p95s = [w["p95_ms"] for w in chosen if w.get("p95_ms") is not None]
     health, reason = _health(meta)
     return PluginRow(
         name=meta["name"],
@@ -136,12 +153,13 @@ def plugin_row(meta: dict[str, Any], hook: str | None = None) -> PluginRow:
         state=meta["state"],
         health=health,
         reason=reason,
-        calls=len(samples),
-        errors=sum(s["status"] in BAD for s in samples),
-        skipped=sum(s["status"] == "skipped" for s in samples),
-        quarantined=sum(s["status"] == "quarantined" for s in samples),
-        p95_ms=percentile(durations, 0.95),
-        spark=sparkline(durations[-60:]),
+        calls=sum(w["calls"] for w in chosen),
+        errors=sum(c["error"] + c["timeout"] for c in counts),
+        skipped=sum(c["skipped"] for c in counts),
+        quarantined=sum(c["quarantined"] for c in counts),
+        ran=sum(c["success"] + c["error"] + c["timeout"] for c in counts),
+        p95_ms=max(p95s, default=None),
+        trend=trend,
         hooks=hook_names(meta),
     )
 
@@ -155,6 +173,7 @@ class Filters:
     health: str = ""
     sort: str = "health"
     descending: bool = False
+    window: str = DEFAULT_WINDOW
 
     # Sort keys and their labels; names and health read best ascending, figures descending.
     SORTS: ClassVar[dict[str, str]] = {
@@ -172,12 +191,14 @@ class Filters:
         sort = query.get("sort", "health")
         sort = sort if sort in cls.SORTS else "health"
         direction = query.get("dir", "")
+        window = query.get("window", DEFAULT_WINDOW)
         return cls(
             plugin=query.get("plugin", "").strip(),
             hook=query.get("hook", "").strip(),
             health=query.get("health", "").strip(),
             sort=sort,
             descending=direction == "desc" if direction else sort not in cls.ASCENDING,
+            window=window if window in WINDOWS else DEFAULT_WINDOW,
         )
 
     def _direction(self, sort: str, descending: bool) -> str:
@@ -193,9 +214,11 @@ class Filters:
             "health": self.health,
             "sort": self.sort,
             "dir": self._direction(self.sort, self.descending),
+            "window": self.window,
         }
         values.update(changes)
-        kept = {k: v for k, v in values.items() if v and not (k == "sort" and v == "health")}
+        defaults = {"sort": "health", "window": DEFAULT_WINDOW}
+        kept = {k: v for k, v in values.items() if v and defaults.get(k) != v}
         return urlencode(kept)
 
     def toggle(self, sort: str) -> str:
@@ -216,10 +239,14 @@ def _sort_key(sort: str) -> Any:
     return keys[sort]
 
 
-def sorted_rows(metas: list[dict[str, Any]], filters: Filters) -> list[PluginRow]:
-    """The overview rows that pass ``filters``, in their order."""
+def sorted_rows(
+    metas: list[dict[str, Any]],
+    filters: Filters,
+    trend: Callable[[dict[str, Any]], Trend | None] = lambda meta: None,
+) -> list[PluginRow]:
+    """The overview rows that pass ``filters``, in their order; ``trend`` draws a row's."""
     rows = [
-        plugin_row(meta, filters.hook or None)
+        plugin_row(meta, filters.hook or None, trend(meta))
         for meta in metas
         if filters.plugin.lower() in meta["name"].lower()
         and (not filters.hook or filters.hook in hook_names(meta))
@@ -250,33 +277,46 @@ def hook_names(meta: dict[str, Any]) -> list[str]:
 
 @dataclass(frozen=True)
 class HookRow:
-    """One hook of a plugin page: lifetime counters as the registry keeps them."""
+    """One hook of a plugin page: its health and its figures over the selected window."""
 
     hook: str
-    invocations: int
-    failures: int
-    timeouts: int
+    health: str
+    reason: str
+    calls: int
+    rate: float
+    errors: int
+    error_ratio: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
     skipped: int
-    avg_ms: float | None
-    last_ms: float | None
+    quarantined: int
 
 
 def hook_rows(meta: dict[str, Any]) -> list[HookRow]:
+    """Every hook of ``meta`` over the window its metadata was taken for."""
     rows = []
+    plugin_health, plugin_reason = _health(meta)
     for hook in hook_names(meta):
-        stats = meta.get("hook_stats", {}).get(hook)
-        if stats is None:
-            rows.append(HookRow(hook, 0, 0, 0, 0, None, None))
-            continue
+        stats = (meta.get("hook_windows") or {}).get(hook) or {}
+        counts = stats.get("counts") or {}
+        health = (meta.get("hook_health") or {}).get(hook) or {}
+        failed = counts.get("error", 0) + counts.get("timeout", 0)
+        ran = failed + counts.get("success", 0)
         rows.append(
             HookRow(
                 hook,
-                stats["invocations"],
-                stats["failures"],
-                stats["timeouts"],
-                stats.get("skipped", 0),
-                stats["avg_duration_ms"] if stats["invocations"] else None,
-                stats["last_duration_ms"] if stats["invocations"] else None,
+                str(health.get("state") or plugin_health),
+                str(health.get("reason") or plugin_reason),
+                stats.get("calls", 0),
+                stats.get("rate", 0.0),
+                failed,
+                failed / ran if ran else None,
+                stats.get("p50_ms"),
+                stats.get("p95_ms"),
+                stats.get("p99_ms"),
+                counts.get("skipped", 0),
+                counts.get("quarantined", 0),
             )
         )
     return rows

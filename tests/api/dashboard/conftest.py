@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from agent_pm.settings import Settings
 from tests.api.dashboard_app import ADMIN_KEY, MANIFEST, build_app, dashboard_settings
+from tests.fixtures.clock import FakeClock
 
 HX = {"HX-Request": "true"}
 
@@ -26,10 +27,22 @@ def manifest(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
 def client(manifest: Path) -> Iterator[TestClient]:
     settings = dashboard_settings(manifest)
     environ = {**settings.environ, "PLUGIN_INSTALL_ALLOW": "tests.fixtures"}
     with TestClient(build_app(manifest, Settings.from_env(environ))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def clocked(manifest: Path, clock: FakeClock) -> Iterator[TestClient]:
+    """The console on a registry whose windows, health and quarantine follow ``clock``."""
+    with TestClient(build_app(manifest, dashboard_settings(manifest), clock)) as test_client:
         yield test_client
 
 

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from agent_pm.api.dashboard._charts import latency_chart, sparkline, time_axis
+from agent_pm.api.dashboard._charts import latency_chart, time_axis
 from agent_pm.api.dashboard._scale import nice_ticks, robust_scale
 
 START = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
@@ -56,9 +56,3 @@ def test_latency_chart_marks_clipped_outliers_with_their_real_value() -> None:
     assert len(chart.y_ticks) >= 5 and chart.y_ticks[0].label == "0 ms"
     assert chart.marks[0].x == 0 and outlier.x == chart.width
     assert latency_chart([]).marks == []
-
-
-def test_sparkline_spans_its_width() -> None:
-    assert sparkline([]) == ""
-    points = sparkline([1.0, 2.0, 3.0], width=100, height=20).split()
-    assert [p.split(",")[0] for p in points] == ["0.0", "50.0", "100.0"]

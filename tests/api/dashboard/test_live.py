@@ -137,6 +137,19 @@ def test_admin_page_gets_the_card_of_the_plugin_that_changed(client: TestClient)
     assert ">Enable <span" in merged["patch"]["admin-echo"]
 
 
+def test_admin_page_that_missed_something_gets_its_cards_replaced_not_repeated(
+    client: TestClient,
+) -> None:
+    login(client)
+    since = registry(client).bus.seq
+    client.post("/plugins/echo/disable", headers={"X-API-Key": ADMIN_KEY})
+    with client.websocket_connect("/dashboard/live") as ws:
+        ws.send_text(hello(client, {"page": "admin"}, since=since))
+        message = receive(ws)
+    assert "admin-echo" in message["patch"] and "admin-configured" in message["patch"]
+    assert "append" not in message
+
+
 def test_read_only_session_gets_no_admin_cards(client: TestClient) -> None:
     login(client, READ_KEY)
     with client.websocket_connect("/dashboard/live") as ws:

@@ -20,7 +20,6 @@ from agent_pm.api.dashboard._view import (
     domid,
     filtered_history,
     hook_names,
-    percentile,
     plugin_row,
     sorted_rows,
     status_strip,
@@ -41,6 +40,13 @@ def _meta(name: str, statuses: list[str], **extra: Any) -> dict[str, Any]:
         }
         for i, status in enumerate(statuses)
     ]
+    counts = {s: statuses.count(s) for s in ("success", "error", "timeout", "skipped")}
+    ran = [float(i + 1) for i, s in enumerate(statuses) if s not in ("skipped", "quarantined")]
+    window = {
+        "calls": len(statuses),
+        "counts": {**counts, "quarantined": statuses.count("quarantined"), "deadline": 0},
+        "p95_ms": max(ran, default=None),
+    }
     return {
         "name": name,
         "state": "enabled",
@@ -48,6 +54,7 @@ def _meta(name: str, statuses: list[str], **extra: Any) -> dict[str, Any]:
         "hooks": ["post_plan"],
         "hook_stats": {"post_plan": {}} if statuses else {},
         "hook_history": {"post_plan": history} if statuses else {},
+        "hook_windows": {"post_plan": window} if statuses else {},
         "secrets": {"missing": []},
         "errors": [],
         "config": {},
@@ -69,15 +76,24 @@ def test_domid_keeps_safe_names_and_disambiguates_others() -> None:
     assert domid("a.b").startswith("a_b-") and domid("a.b") != domid("a:b")
 
 
-def test_plugin_row_counts_over_kept_calls() -> None:
+def test_plugin_row_counts_over_the_selected_window() -> None:
     row = plugin_row(METAS[1])
-    assert (row.calls, row.errors, row.skipped) == (4, 3, 0)
+    assert (row.calls, row.errors, row.skipped, row.quarantined) == (4, 3, 0, 0)
     assert row.error_ratio == 0.75 and row.p95_ms == 4.0
     needy = plugin_row(METAS[3])
     assert needy.health == "skipping" and needy.reason == "missing secrets: TOKEN"
-    assert needy.error_ratio is None and needy.p95_ms is None
+    assert needy.error_ratio is None and needy.p95_ms is None and needy.skipped == 3
     assert plugin_row(METAS[4]).reason == "no such module"
-    assert percentile([], 0.95) is None and percentile([5.0, 1.0], 0.5) == 1.0
+    assert plugin_row(METAS[1], hook="pre_plan").calls == 0
+
+
+def test_plugin_row_p95_is_the_slowest_hooks_and_counts_add_up() -> None:
+    meta = _meta("two", ["success", "quarantined"])
+    other = {**meta["hook_windows"]["post_plan"], "calls": 3, "p95_ms": 80.0}
+    meta["hook_windows"]["pre_plan"] = other
+    row = plugin_row(meta)
+    assert (row.calls, row.quarantined, row.ran) == (5, 2, 2)
+    assert row.p95_ms == 80.0 and row.error_ratio == 0.0
 
 
 def test_default_order_is_worst_health_first_and_strip_counts_it() -> None:
@@ -91,6 +107,9 @@ def test_filters_and_sorting_round_trip_through_the_url() -> None:
     assert filters.descending  # figures sort largest first unless asked otherwise
     assert [r.name for r in sorted_rows(METAS, filters)] == ["bad", "calm"]
     assert filters.query() == "plugin=a&sort=ratio"
+    assert Filters.from_query({"window": "24h"}).query() == "window=24h"
+    assert Filters.from_query({"window": "1y"}).window == "5m"
+    assert Filters(window="all").toggle("calls") == "sort=calls&window=all"
     assert Filters.from_query({"sort": "nonsense"}).sort == "health"
     assert filters.toggle("ratio") == "plugin=a&sort=ratio&dir=asc"
     assert Filters().toggle("calls") == "sort=calls"
@@ -116,7 +135,8 @@ def test_plugin_view_falls_back_to_the_first_hook_and_known_statuses() -> None:
 
 def test_templates_escape_what_they_show() -> None:
     meta = _meta("x<script>", ["error"], state="invalid", error="<img src=x onerror=alert(1)>")
-    html = "".join(cell.html() for cell in regions.overview_cells([meta], Filters()).values())
+    rows = sorted_rows([meta], Filters())
+    html = str(regions.overview_body(rows, filtered=False))
     assert "<script>" not in html and "<img" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
 
