@@ -176,7 +176,18 @@ def print_audit(records: list[dict[str, Any]], out: TextIO, *, as_json: bool = F
         for record in records:
             out.write(msgspec.json.encode(record).decode() + "\n")
         return
-    headers = ("ID", "TIME", "ACTOR", "SOURCE", "ACTION", "PLUGIN", "OUTCOME", "REVISION", "CHANGE")
+    headers = (
+        "ID",
+        "TIME",
+        "ACTOR",
+        "SOURCE",
+        "ACTION",
+        "PLUGIN",
+        "OUTCOME",
+        "REVISION",
+        "CHANGE",
+        "REASON",
+    )
     rows = [
         [
             str(r["id"]),
@@ -188,6 +199,7 @@ def print_audit(records: list[dict[str, Any]], out: TextIO, *, as_json: bool = F
             r["outcome"] if not r.get("error") else f"{r['outcome']}: {r['error']}",
             f"{r['revision_before']}->{r['revision_after']}",
             ", ".join(sorted({*r["before"], *r["after"]})) or "-",
+            r.get("reason") or "-",
         ]
         for r in records
     ]

@@ -53,10 +53,15 @@ async def client(url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = await anyio.to_thread.run_sync(main, ["plugins", *argv])
+async def agent_pm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``agent-pm ARGV`` (in a thread: it talks to the server on this loop)."""
+    code = await anyio.to_thread.run_sync(main, list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    return await agent_pm(capsys, "plugins", *argv)
 
 
 async def blocker(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -102,6 +107,8 @@ async def test_isolation_promotion_shows_on_every_surface_and_an_operator_moves_
     assert code == 0 and row[3] == "auto:promoted"
     assert "blocker was moved to a worker process" in err and "--inline" in err
 
+    code, out, _ = await agent_pm(capsys, "audit", "--url", url, "--api-key", ADMIN_KEY)
+    assert code == 0 and "isolation.mode, isolation.promoted  held the event loop" in out
     [record] = (await client.get("/audit", headers=ADMIN)).json()["records"]
     assert (record["actor"], record["source"], record["action"]) == (
         "platform",
