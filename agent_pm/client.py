@@ -18,10 +18,10 @@ import msgspec
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from agent_pm.api.stream import Hello, StreamError
 from agent_pm.audit import AuditMessage
 from agent_pm.plugins.bus import Lagged, StateChange
 from agent_pm.plugins.telemetry import HookSample
+from agent_pm.protocol import Hello, StreamError
 
 __all__ = ["Message", "stream", "tail"]
 

@@ -30,15 +30,18 @@ from typing import Any
 
 import anyio
 import uvicorn
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from agent_pm.api import stream
+from agent_pm.protocol import MAX_CLIENT_MESSAGE
 
 __all__ = [
     "DRAIN_SECONDS",
     "GIL_SWITCH_INTERVAL",
     "GRACEFUL_SHUTDOWN_SECONDS",
     "WS_MAX_SIZE",
+    "Server",
     "quiet_refused_handshakes",
     "run",
     "tune_interpreter",
@@ -53,7 +56,7 @@ ANSWER_SECONDS = 2
 THREAD_EXIT_SECONDS = 0.5
 # The largest WebSocket message a client may send (stream subscriptions, dashboard selections).
 # uvicorn refuses a bigger frame from its header, before reading it (close code 1009).
-WS_MAX_SIZE = stream.MAX_CLIENT_MESSAGE
+WS_MAX_SIZE = MAX_CLIENT_MESSAGE
 # Sync plugins run in worker threads; a thread computing in Python holds the GIL for up to the
 # switch interval each time the event loop wants it back. 1 ms instead of 5 ms keeps the loop's
 # p99 lag a few ms while a plugin spins (tests/reliability/test_faults.py measures it).
@@ -85,17 +88,28 @@ def _force_exit(window: float) -> None:
     os._exit(1)
 
 
-class _Server(stream.Server):
+class Server(uvicorn.Server):
     """uvicorn's server, stopping within the graceful window as the module docstring says.
+
+    uvicorn's own shutdown closes open WebSockets with 1012 before the app's lifespan hears of
+    it, so stream clients hear "going away" (1001) first. ``drain`` bounds the wait for requests
+    in flight; with ``watchdog``, the process ends that many seconds after the stop began if it
+    is still stopping (``None`` for a server that shares its process, as in tests).
 
     uvicorn re-raises the signal after its graceful shutdown, so a requested stop would end
     with the signal's status; a finished graceful shutdown is a success (status 0).
     """
 
-    def __init__(self, config: uvicorn.Config, window: float, drain: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        drain: float = DRAIN_SECONDS,
+        watchdog: float | None = None,
+    ) -> None:
         super().__init__(config)
-        self.window = window
         self.drain = drain
+        self.watchdog = watchdog
         self._stop_at: float | None = None
 
     @contextlib.contextmanager
@@ -117,14 +131,15 @@ class _Server(stream.Server):
     def _start_window(self) -> None:
         if self._stop_at is None:
             self._stop_at = time.monotonic()
-            watchdog = threading.Timer(self.window, _force_exit, (self.window,))
-            watchdog.daemon = True
-            watchdog.start()
+            if self.watchdog is not None:
+                timer = threading.Timer(self.watchdog, _force_exit, (self.watchdog,))
+                timer.daemon = True
+                timer.start()
 
     async def shutdown(self, sockets: Any = None) -> None:
         self._start_window()
         assert self._stop_at is not None
-        app = stream._starlette(self.config.loaded_app)
+        app = _starlette(self.config.loaded_app)
         for server in getattr(self, "servers", ()):
             server.close()
         if app is not None:
@@ -144,7 +159,16 @@ class _Server(stream.Server):
                     ", ".join(sorted(set(cancelled))),
                 )
         self.config.timeout_graceful_shutdown = ANSWER_SECONDS
-        await uvicorn.Server.shutdown(self, sockets)
+        await super().shutdown(sockets)
+
+
+def _starlette(app: Any) -> Starlette | None:
+    """The Starlette app under uvicorn's wrappers (each keeps the next in ``.app``)."""
+    for _ in range(16):
+        if isinstance(app, Starlette) or app is None:
+            return app
+        app = getattr(app, "app", None)
+    return None
 
 
 def _registry_of(app: Any) -> Any:
@@ -205,5 +229,5 @@ def run(
         ws_max_size=WS_MAX_SIZE,
         timeout_graceful_shutdown=int(window),
     )
-    _Server(config, window, min(drain, window)).run()
+    Server(config, drain=min(drain, window), watchdog=window).run()
     _leave_blocked_threads()

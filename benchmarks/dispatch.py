@@ -222,6 +222,7 @@ async def stream_server(registry: PluginRegistry) -> AsyncIterator[int]:
     from starlette.applications import Starlette
 
     from agent_pm.api import stream
+    from agent_pm.server import Server
 
     app = Starlette(routes=stream.routes())
     app.state.registry = registry
@@ -233,7 +234,7 @@ async def stream_server(registry: PluginRegistry) -> AsyncIterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(with_role, lifespan="off", log_level="warning")
-    server = stream.Server(config)
+    server = Server(config)
     task = asyncio.create_task(server.serve([sock]))
     try:
         yield sock.getsockname()[1]

@@ -79,11 +79,11 @@ async def _serve_stream(port: int, pipe: Connection, rate: float, seconds: float
     import uvicorn
     from _stream_app import stream_app
 
-    from agent_pm.api import stream
+    from agent_pm.server import Server
 
     app, served = stream_app()
 
-    class _Server(stream.Server):
+    class _Server(Server):
         listening = anyio.Event()
 
         async def startup(self, sockets: Any = None) -> None:

@@ -48,14 +48,14 @@ async def _serve(port: int, rate: float, pipe: Connection) -> None:
     import uvicorn
     from _stream_app import stream_app
 
-    from agent_pm.api import stream
+    from agent_pm.server import Server
 
     app, served = stream_app()
 
     config = uvicorn.Config(served, host="127.0.0.1", port=port, log_level="warning")
     listening = asyncio.Event()
 
-    class Server(stream.Server):
+    class Server(Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             listening.set()

@@ -13,11 +13,11 @@ import anyio
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from agent_pm.api.stream import Hello, StreamError
 from agent_pm.audit import AuditMessage, AuditRecord
 from agent_pm.client import Message, describe, stream, tail
 from agent_pm.plugins import HookSample, Lagged, StateChange
 from agent_pm.plugins.info import PluginInfo
+from agent_pm.protocol import Hello, StreamError
 from agent_pm.settings import Settings
 from tests.api.stream_fixtures import ServeStream, StreamServer, stream_servers
 

@@ -22,7 +22,13 @@ def _imported(module: str) -> set[str]:
     [
         ("agent_pm.plugins", {"starlette", "uvicorn", "agent_pm.api", "agent_pm.demo"}),
         ("agent_pm.api", {"agent_pm.demo"}),
+        ("agent_pm.client", {"starlette", "uvicorn", "agent_pm.api", "agent_pm.server"}),
     ],
 )
 def test_layer_imports_nothing_above_it(module: str, forbidden: set[str]) -> None:
     assert _imported(module) & forbidden == set()
+
+
+def test_protocol_needs_msgspec_alone() -> None:
+    beyond_msgspec = _imported("agent_pm.protocol") - _imported("msgspec")
+    assert beyond_msgspec == {"agent_pm", "agent_pm.protocol"}

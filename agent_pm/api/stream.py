@@ -1,17 +1,9 @@
-"""The live telemetry stream: every hook sample and state change over a WebSocket.
+"""The live telemetry stream endpoint: every hook sample and state change over a WebSocket.
 
-``/plugins/stream`` sends JSON text frames, each one array of messages (what is ready is batched
-into one frame). The first frame holds ``{"type": "hello", "seq", "epoch", "revision"}``; then come
-``sample``, ``state`` and ``lagged`` messages whose ``seq`` strictly increases, and ``error``
-replies to invalid client messages. The client may send ``{"type": "subscribe", "plugins"?,
-"hooks"?, "since"?}`` at any time to change its filter and backfill from the replay ring; the
-same fields in the query string (``?plugins=a,b&hooks=h&since=41``) set the first subscription
-before the hello, so a resuming client cannot race the live stream; with ``&epoch=…`` naming
-another run of the server, ``since`` is ignored.
-
-Each connection reads the bus through its own bounded subscription, so a slow client never
-blocks ``fire`` or other clients: it is sent ``lagged`` notices, and one whose socket accepts
-nothing for ``send_timeout`` seconds is closed with 1013 (try again later).
+The messages, limits and close codes are :mod:`agent_pm.protocol`'s. Each connection reads the
+bus through its own bounded subscription, so a slow client never blocks ``fire`` or other
+clients: it is sent ``lagged`` notices, and one whose socket accepts nothing for
+``send_timeout`` seconds is closed with 1013 (try again later).
 """
 
 from __future__ import annotations
@@ -20,11 +12,10 @@ import contextlib
 import functools
 import logging
 from collections import deque
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import anyio
 import msgspec
-import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.responses import JSONResponse
@@ -33,43 +24,20 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from agent_pm.api.security import same_origin
 from agent_pm.plugins.bus import Bus, Lagged, Subscription
+from agent_pm.protocol import (
+    GOING_AWAY,
+    MAX_CLIENT_MESSAGE,
+    TRY_AGAIN_LATER,
+    Hello,
+    StreamError,
+    Subscribe,
+)
 
-__all__ = ["Hello", "Server", "StreamError", "Subscribe", "close_all", "routes"]
+__all__ = ["close_all", "routes"]
 
 logger = logging.getLogger(__name__)
 
-GOING_AWAY = 1001
-TRY_AGAIN_LATER = 1013
 ROLES = frozenset({"read", "admin"})
-MAX_CLIENT_MESSAGE = 64 * 1024
-
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Names = Annotated[tuple[Name, ...], msgspec.Meta(max_length=1_000)]
-
-
-class Subscribe(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Client → server: select plugins and hooks (empty: all), backfilling after ``since``."""
-
-    # A plain required field rather than a struct tag, which msgspec would let clients omit.
-    type: Literal["subscribe"]
-    plugins: Names = ()
-    hooks: Names = ()
-    since: Annotated[int, msgspec.Meta(ge=0)] | None = None
-
-
-class Hello(msgspec.Struct, frozen=True, tag="hello", tag_field="type"):
-    """The first message: the bus's current seq, its epoch (new on every start), the revision."""
-
-    seq: int
-    epoch: str
-    revision: int
-
-
-class StreamError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
-    """Reply to a client message the server could not accept; the stream goes on."""
-
-    detail: str
-
 
 _decode_subscribe = msgspec.json.Decoder(Subscribe).decode
 _encode = msgspec.json.Encoder().encode
@@ -331,29 +299,3 @@ async def close_all(app: Starlette) -> None:
     for connection in list(live.connections):
         connection.going_away()
     await live.wait_empty()
-
-
-class Server(uvicorn.Server):
-    """A uvicorn server that closes stream connections with 1001 (going away) when it stops.
-
-    uvicorn's own shutdown closes open WebSockets with 1012 before the app's lifespan hears of
-    it, so the stream says goodbye first.
-    """
-
-    async def shutdown(self, sockets: Any = None) -> None:
-        app = _starlette(self.config.loaded_app)
-        if app is not None:
-            for server in getattr(self, "servers", ()):
-                server.close()
-            with anyio.move_on_after(5.0):
-                await close_all(app)
-        await super().shutdown(sockets)
-
-
-def _starlette(app: Any) -> Starlette | None:
-    """The Starlette app under uvicorn's wrappers (each keeps the next in ``.app``)."""
-    for _ in range(16):
-        if isinstance(app, Starlette) or app is None:
-            return app
-        app = getattr(app, "app", None)
-    return None

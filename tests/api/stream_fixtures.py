@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_pm.api import stream
 from agent_pm.plugins import Bus, PluginRegistry
+from agent_pm.server import Server
 from agent_pm.settings import Settings
 
 KEYS = {"read-key": "read", "admin-key": "admin"}
@@ -61,7 +62,7 @@ async def _refuse(send: Send, status: int, body: bytes) -> None:
     await send({"type": "websocket.http.response.body", "body": body})
 
 
-class _Server(stream.Server):
+class _Server(Server):
     """The stream's uvicorn server, telling the test when it listens."""
 
     def __init__(self, config: uvicorn.Config) -> None:

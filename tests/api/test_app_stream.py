@@ -12,9 +12,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from agent_pm.api import stream
 from agent_pm.api.app import create_app
 from agent_pm.demo.loopback import serve_on_loopback
+from agent_pm.server import Server
 from agent_pm.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +29,7 @@ async def served(tmp_path: Path):
     app = create_app(settings, manifest_path=manifest, watch=False)
     async with (
         app.router.lifespan_context(app),
-        serve_on_loopback(app, ws="websockets-sansio", server_class=stream.Server) as url,
+        serve_on_loopback(app, ws="websockets-sansio", server_class=Server) as url,
     ):
         yield url
 
@@ -95,9 +95,7 @@ async def test_app_stream_closes_with_going_away_when_the_server_stops(tmp_path:
     manifest.write_text("[]\n")
     app = create_app(Settings.from_env({"API_KEY": READ_KEY}), manifest_path=manifest, watch=False)
     async with app.router.lifespan_context(app):
-        async with serve_on_loopback(
-            app, ws="websockets-sansio", server_class=stream.Server
-        ) as url:
+        async with serve_on_loopback(app, ws="websockets-sansio", server_class=Server) as url:
             ws = await connect(ws_url(url), additional_headers={"X-API-Key": READ_KEY})
             await frames(ws, 1)
         with pytest.raises(ConnectionClosed) as closed, anyio.fail_after(10):

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from agent_pm.api import stream
 from agent_pm.api.app import create_app
 from agent_pm.demo.loopback import serve_on_loopback
+from agent_pm.server import Server
 from agent_pm.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -31,7 +31,7 @@ async def served(settings: Settings, manifest: Path, node: str) -> AsyncIterator
     app = create_app(settings, manifest_path=manifest, watch=False)
     async with (
         app.router.lifespan_context(app),
-        serve_on_loopback(app, ws="websockets-sansio", server_class=stream.Server) as url,
+        serve_on_loopback(app, ws="websockets-sansio", server_class=Server) as url,
     ):
         yield url
 
