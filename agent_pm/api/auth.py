@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-import msgspec
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agent_pm.api.errors import deny
 from agent_pm.api.security import (
     ApiKeys,
     Caller,
@@ -41,7 +41,6 @@ __all__ = [
     "Role",
     "Verdict",
     "api_key_reader",
-    "deny",
 ]
 
 API_KEY_HEADER = "x-api-key"
@@ -52,6 +51,8 @@ Verdict = Caller | Literal["invalid"] | None
 CredentialReader = Callable[[Scope], Verdict]
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _RANK: dict[Role, int] = {"read": 0, "admin": 1}
+# What a 401 names as the credential to send.
+CHALLENGE = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
 
 
 def api_key_reader(keys: ApiKeys) -> CredentialReader:
@@ -110,7 +111,8 @@ class AuthMiddleware:
         elif self.is_public(scope):
             await self.app(scope, receive, send)
         elif verdict is None:
-            await deny(scope, receive, send, 401, "unauthorized", "missing X-API-Key header")
+            detail = "missing X-API-Key header"
+            await deny(scope, receive, send, 401, "unauthorized", detail, headers=CHALLENGE)
         elif verdict == INVALID:
             self.throttle.failed(address)
             await deny(scope, receive, send, 403, "forbidden", "invalid API key")
@@ -127,33 +129,5 @@ class AuthMiddleware:
 
 async def _throttled(scope: Scope, receive: Receive, send: Send, wait: int) -> None:
     detail = f"too many wrong keys from this address; retry in {wait} s"
-    await deny(scope, receive, send, 429, "too_many_attempts", detail, retry_after=wait)
-
-
-async def deny(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    code: str,
-    detail: str,
-    *,
-    retry_after: int | None = None,
-) -> None:
-    """Refuse the request: a JSON error for HTTP and, where the server can, WebSocket too."""
-    body = msgspec.json.encode({"error": code, "detail": detail})
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if status == 401:
-        headers.append((b"www-authenticate", b'ApiKey header="X-API-Key"'))
-    if retry_after is not None:
-        headers.append((b"retry-after", b"%d" % retry_after))
-    if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        return
-    await receive()  # the websocket.connect message must be consumed before answering it
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": detail})
+    headers = {"Retry-After": str(wait)}
+    await deny(scope, receive, send, 429, "too_many_attempts", detail, headers=headers)

@@ -1,5 +1,8 @@
 """The one place errors become HTTP responses: ``{"error": code, "detail": message}``.
 
+:func:`error_response` builds the envelope; :func:`deny` sends it from ASGI code, for a request
+or a WebSocket handshake alike.
+
 Platform errors (:mod:`agent_pm.errors`) and Starlette's ``HTTPException`` are mapped here; an
 exception nobody expected is a bug, so :class:`CatchAllMiddleware` logs it and answers a JSON 500
 instead of letting the server print a traceback page or drop the connection.
@@ -43,6 +46,7 @@ __all__ = [
     "CatchAllMiddleware",
     "ErrorBody",
     "JSONResponse",
+    "deny",
     "error_response",
     "exception_handlers",
 ]
@@ -90,7 +94,31 @@ class JSONResponse(Response):
 def error_response(
     status: int, code: str, detail: str, *, path: str | None = None, headers: Any = None
 ) -> JSONResponse:
+    """The error envelope as a response."""
     return JSONResponse(ErrorBody(code, detail, path), status_code=status, headers=headers)
+
+
+async def deny(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Refuse an HTTP request or a WebSocket handshake with the error envelope.
+
+    A handshake gets the envelope as its HTTP response where the server supports that, else a
+    1008 (policy violation) close naming ``detail``.
+    """
+    if scope["type"] == "websocket":
+        await receive()  # the websocket.connect message must be consumed before answering it
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008, "reason": detail})
+            return
+    await error_response(status, code, detail, headers=headers)(scope, receive, send)
 
 
 # Fixed here rather than derived from http.HTTPStatus, whose phrases change between Pythons.

@@ -18,10 +18,10 @@ import anyio
 import msgspec
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
-from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from agent_pm.api.errors import deny
 from agent_pm.api.security import same_origin
 from agent_pm.plugins.bus import Bus, Lagged, Subscription
 from agent_pm.protocol import (
@@ -114,13 +114,8 @@ def initial_subscription(params: QueryParams) -> Subscribe:
     return msgspec.convert(raw, Subscribe, strict=False)
 
 
-async def _deny(websocket: WebSocket, status: int, error: str, detail: str) -> None:
-    """Refuse the handshake with an HTTP response, or a 1008 close where that is unsupported."""
-    response = JSONResponse({"error": error, "detail": detail}, status)
-    try:
-        await websocket.send_denial_response(response)
-    except RuntimeError:
-        await websocket.close(1008)
+async def _deny(websocket: WebSocket, status: int, code: str, detail: str) -> None:
+    await deny(websocket.scope, websocket.receive, websocket.send, status, code, detail)
 
 
 class Connection:

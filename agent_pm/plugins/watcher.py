@@ -35,7 +35,7 @@ from anyio.abc import TaskStatus
 from agent_pm.audit import Actor, AuditLog
 from agent_pm.audited import AuditedAdmin
 from agent_pm.errors import AgentPMError, ManifestError
-from agent_pm.plugins.manifest_file import read_bounded
+from agent_pm.plugins.manifest import current_digest
 from agent_pm.plugins.registry import PluginRegistry
 
 __all__ = ["ManifestWatcher", "watch_manifest"]
@@ -54,10 +54,10 @@ def file_digest(path: Path) -> str | None:
     as a rejected edit, rather than ignored.
     """
     try:
-        data = read_bounded(path)
+        digest = current_digest(path)
     except ManifestError as exc:
         return "refused:" + hashlib.sha256(str(exc).encode()).hexdigest()
-    return None if data is None else hashlib.sha256(data).hexdigest()
+    return digest or None  # "" is a missing file
 
 
 class ManifestWatcher:

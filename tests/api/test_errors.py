@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from agent_pm.api.errors import CatchAllMiddleware, exception_handlers
+from agent_pm.api.errors import CatchAllMiddleware, deny, exception_handlers
 from agent_pm.api.rest import safe_result
 from agent_pm.errors import AgentPMError, EmitLoopError, LifecycleError
 from agent_pm.plugins import HookResult
@@ -87,3 +89,34 @@ def test_safe_result_survives_a_failing_repr() -> None:
     assert result.value.startswith("<Hostile instance at")
     plain = HookResult("p", "h", "success", {"ok": [1, 2]})
     assert safe_result(plain) is plain
+
+
+async def _denied(scope: dict[str, Any]) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    connect = [{"type": "websocket.connect"}]
+
+    async def receive() -> dict[str, Any]:
+        return connect.pop() if connect else {"type": "websocket.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await deny(scope, receive, send, 403, "forbidden", "not you", headers={"Retry-After": "7"})
+    assert connect == [] or scope["type"] == "http"
+    return sent
+
+
+async def test_deny_sends_the_one_envelope_to_requests_and_handshakes() -> None:
+    http = await _denied({"type": "http"})
+    handshake = await _denied({"type": "websocket", "extensions": {"websocket.http.response": {}}})
+    for start, body, prefix in ((*http, ""), (*handshake, "websocket.")):
+        assert start["type"] == prefix + "http.response.start"
+        assert start["status"] == 403
+        assert (b"retry-after", b"7") in start["headers"]
+        assert (b"content-type", b"application/json") in start["headers"]
+        assert json.loads(body["body"]) == {"error": "forbidden", "detail": "not you"}
+
+
+async def test_deny_closes_a_handshake_with_1008_where_no_response_can_be_sent() -> None:
+    [close] = await _denied({"type": "websocket", "extensions": {}})
+    assert close == {"type": "websocket.close", "code": 1008, "reason": "not you"}

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from agent_pm.api.reading import read_body
 from agent_pm.api.security import same_origin
 from agent_pm.api.session import Session, csrf_ok, session_from_scope
 from agent_pm.audit import Actor
@@ -24,11 +25,7 @@ MAX_FORM_BYTES = 256 * 1024
 
 async def read_form(request: Request) -> dict[str, str]:
     """The URL-encoded form body (parsed here, so the console needs no multipart dependency)."""
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise HTTPException(413, "form too large")
+    body = await read_body(request, MAX_FORM_BYTES)
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {key: values[-1] for key, values in fields.items()}
 
