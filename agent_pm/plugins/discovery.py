@@ -18,6 +18,7 @@ import msgspec
 
 from agent_pm.plugins.base import PluginBase
 from agent_pm.plugins.dispatch import describe
+from agent_pm.plugins.loader import config_schema
 
 __all__ = ["ENTRY_POINT_GROUP", "CatalogueEntry", "discover_plugins"]
 
@@ -74,7 +75,7 @@ def _describe_entry(entry_point: metadata.EntryPoint) -> CatalogueEntry:
     entry.description = cls.description
     entry.hooks = list(cls.hooks)
     entry.required_secrets = list(cls.required_secrets)
-    entry.config_schema = msgspec.json.schema(cls.Config) if cls.Config is not None else None
+    entry.config_schema = config_schema(cls)
     return entry
 
 

@@ -84,6 +84,8 @@ class PluginInfo(msgspec.Struct, kw_only=True):
     hook_stats: dict[str, HookStatsInfo] = msgspec.field(default_factory=dict)
     errors: list[ErrorInfo] = msgspec.field(default_factory=list)
     timeout_seconds: float = 0.0
+    # The JSON Schema of the plugin class's config; ``None`` without one or when not imported.
+    config_schema: dict[str, Any] | None = None
     health: Health = msgspec.field(default_factory=lambda: Health("disabled", "not enabled"))
     hook_health: dict[str, Health] = msgspec.field(default_factory=dict)
     quarantine: dict[str, QuarantineInfo] = msgspec.field(default_factory=dict)

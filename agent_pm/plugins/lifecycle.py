@@ -24,7 +24,13 @@ from agent_pm.plugins.background import Background
 from agent_pm.plugins.base import Emitter, PluginBase
 from agent_pm.plugins.dispatch import run_in_thread
 from agent_pm.plugins.isolated import WORKER_STARTUP_SECONDS, IsolatedPlugin, isolated_class
-from agent_pm.plugins.loader import failure, handler_hooks, import_plugin_class, validate_config
+from agent_pm.plugins.loader import (
+    config_schema,
+    failure,
+    handler_hooks,
+    import_plugin_class,
+    validate_config,
+)
 from agent_pm.plugins.loopblock import LoopBlocks
 from agent_pm.plugins.manifest import Isolation, ManifestEntry, ManifestItem, PromotionSettings
 from agent_pm.plugins.placement import Placement
@@ -108,11 +114,23 @@ class Lifecycle:
         (the same plugin, rebuilt); ``cls`` is a freshly imported class to use instead of
         importing the entry's module; ``moved`` a new placement (a move in or out of process).
         """
-        entry = item.entry
-        if entry is None:
-            raise PluginLoadError(f"plugin {item.key!r} is invalid: {item.error}")
         record = self.record(item, previous)
+        self._fill(record, previous, cls, moved)
+        return record
+
+    def _fill(
+        self,
+        record: PluginRecord,
+        previous: PluginRecord | None,
+        cls: type[PluginBase] | None = None,
+        moved: Placement | None = None,
+    ) -> None:
+        """Import, check and configure ``record``'s plugin, as :meth:`load` says."""
+        entry = record.entry
+        if entry is None:
+            raise PluginLoadError(f"plugin {record.name!r} is invalid: {record.item.error}")
         record.cls = cls or import_plugin_class(entry.module)
+        record.config_schema = config_schema(record.cls)
         record.hooks = handler_hooks(record.cls, entry.hooks)
         record.config = self.validate(record.cls, entry.config)
         record.timeout = self.timeout_for(record.cls, entry.timeout_seconds)
@@ -124,7 +142,6 @@ class Lifecycle:
             threshold = placement.settings.block_ms if auto else None
             record.loop_blocks.listen_ms = threshold or math.inf
         record.secrets = self.resolve(record.cls, entry.name, entry.config)
-        return record
 
     def record(self, item: ManifestItem, previous: PluginRecord | None) -> PluginRecord:
         """A bare record for ``item``, keeping ``previous``'s telemetry and thread slots."""
@@ -133,11 +150,18 @@ class Lifecycle:
         return PluginRecord(item, telemetry=previous.telemetry, limiter=previous.limiter)
 
     async def build(self, item: ManifestItem, previous: PluginRecord | None = None) -> PluginRecord:
-        """A record for ``item``: invalid if it cannot be loaded, failed if it cannot start."""
+        """A record for ``item``: invalid if it cannot be loaded, failed if it cannot start.
+
+        An invalid record keeps the config schema of a class that imported, so the console can
+        offer the form that fixes its config.
+        """
+        record = self.record(item, previous)
         try:
-            record = self.load(item, previous)
+            self._fill(record, previous)
         except AgentPMError as exc:
-            return self.invalid(self.record(item, previous), str(exc))
+            invalid = self.record(item, previous)
+            invalid.config_schema = record.config_schema
+            return self.invalid(invalid, str(exc))
         if item.entry is not None and item.entry.enabled:
             try:
                 await self.start(record)

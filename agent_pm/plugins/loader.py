@@ -24,6 +24,7 @@ from agent_pm.settings import Settings
 
 __all__ = [
     "RESERVED_NAMES",
+    "config_schema",
     "declared_secrets",
     "failure",
     "fresh_import",
@@ -43,6 +44,11 @@ _IMPORT_MACHINERY = (str(Path(importlib.__file__).parent), __file__)
 def _split(path: str) -> tuple[str, str]:
     module_name, _, attribute = path.partition(":")
     return module_name, attribute
+
+
+def config_schema(cls: type[PluginBase]) -> dict[str, Any] | None:
+    """The JSON Schema of the class's ``Config`` struct; ``None`` when it takes no config."""
+    return msgspec.json.schema(cls.Config) if cls.Config is not None else None
 
 
 def import_plugin_class(path: str) -> type[PluginBase]:

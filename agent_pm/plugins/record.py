@@ -33,6 +33,8 @@ class PluginRecord:
     state: PluginState = "disabled"
     error: str | None = None
     cls: type[PluginBase] | None = None
+    # The JSON Schema of the class's config, kept from the import so no surface imports again.
+    config_schema: dict[str, Any] | None = None
     config: Any = None
     hooks: tuple[str, ...] = ()
     timeout: float = 10.0
@@ -148,6 +150,7 @@ class PluginRecord:
             hook_stats=stats,
             errors=[error.info() for error in telemetry.errors],
             timeout_seconds=self.timeout,
+            config_schema=self.config_schema,
             health=self.health(hooks),
             hook_health=hooks,
             quarantine=self.monitor.quarantine_info(),

@@ -14,6 +14,7 @@ logged; a plugin logs through a :class:`SecretLog`, whose records leave with its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -58,10 +59,15 @@ class ResolvedSecrets:
 
 
 class SecretResolver:
-    """Resolves secrets through the four sources, in order."""
+    """Resolves secrets through the four sources, in order.
+
+    The secrets file is parsed again only when its content changes (it is cached by digest), so
+    resolving on the event loop costs one small read, not a YAML parse.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._file: tuple[str, Any] | None = None  # (digest of the bytes, their parse)
 
     def env_allowed(self, declared: Iterable[str]) -> frozenset[str]:
         """The variable names ``{env: NAME}`` may read for a plugin declaring ``declared``."""
@@ -125,10 +131,14 @@ class SecretResolver:
         if path is None:
             return {}
         try:
-            data = _parse_secret_file(path)
+            raw = path.read_bytes()
+            digest = hashlib.sha256(raw).hexdigest()
+            if self._file is None or self._file[0] != digest:
+                self._file = (digest, _parse_secret_file(path, raw))
         except (OSError, ValueError, YAMLError) as exc:
             logger.warning("secrets file %s is unreadable: %s", path, type(exc).__name__)
             return {}
+        data = self._file[1]
         return data if isinstance(data, Mapping) else {}
 
 
@@ -144,8 +154,8 @@ def is_literal(spec: Any) -> bool:
     return scalar and spec not in ("", MASK)
 
 
-def _parse_secret_file(path: Path) -> Any:
-    text = path.read_text()
+def _parse_secret_file(path: Path, raw: bytes) -> Any:
+    text = raw.decode()
     if path.suffix == ".json":
         return json.loads(text)
     return YAML(typ="safe", pure=True).load(text)

@@ -72,6 +72,21 @@ async def test_registry_states_of_good_and_bad_entries(registry_factory, entry) 
     assert "Expected `str`, got `int` (at $.channel)" in errors["configured"]
 
 
+async def test_registry_metadata_carries_the_config_schema_from_the_import(
+    registry_factory, entry
+) -> None:
+    manifest = [entry("Configured", config={"channel": 5}), entry("Echo"), entry("Missing")]
+    async with registry_factory(*manifest) as registry:
+        invalid = registry.metadata_for("configured")
+        echo = registry.metadata_for("echo")
+        missing = registry.metadata_for("missing")
+    # An invalid config keeps the schema, so the console can offer the form that fixes it.
+    assert invalid.state == "invalid" and invalid.config_schema is not None
+    [struct] = invalid.config_schema["$defs"].values()
+    assert set(struct["properties"]) == {"channel", "retries"}
+    assert echo.config_schema is None and missing.config_schema is None
+
+
 async def test_registry_metadata_has_the_documented_fields(registry_factory, entry) -> None:
     async with registry_factory(entry("Echo", timeout_seconds=2.5)) as registry:
         await registry.fire("post_plan")

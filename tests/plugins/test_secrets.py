@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent_pm.errors import ConfigValidationError
+from agent_pm.plugins import secrets
 from agent_pm.plugins.secrets import MASK, SecretResolver, mask_config, redact, unmask_config
 from agent_pm.settings import Settings
 
@@ -72,6 +73,29 @@ def test_secrets_unreadable_file_counts_as_empty_and_logs_no_value(
     )
     assert found.missing == ("TOKEN",)
     assert "unreadable" in caplog.text and "hunter2" not in caplog.text
+
+
+def test_secrets_file_is_parsed_again_only_when_its_content_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "secrets.yaml"
+    path.write_text("TOKEN: one\n")
+    resolver = SecretResolver(Settings.from_env({"PLUGIN_SECRET_PATH": str(path)}))
+    parsed: list[bytes] = []
+    parse = secrets._parse_secret_file
+    monkeypatch.setattr(
+        secrets, "_parse_secret_file", lambda p, raw: parsed.append(raw) or parse(p, raw)
+    )
+
+    def token() -> str:
+        return resolver.resolve("p", ["TOKEN"], {}).values["TOKEN"]
+
+    assert (token(), token()) == ("one", "one")
+    assert parsed == [b"TOKEN: one\n"]
+    path.write_text("TOKEN: two\n")
+    assert token() == "two" and len(parsed) == 2
+    path.write_text("TOKEN: [unclosed\n")
+    assert resolver.resolve("p", ["TOKEN"], {}).missing == ("TOKEN",)
 
 
 def test_secrets_are_masked_and_a_sent_back_mask_keeps_the_stored_value() -> None:

@@ -150,7 +150,7 @@ async def _reload(
 def _config_from(meta: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
     """The config a form describes; ``FormError`` names the field that cannot be read."""
     if form.get("editor") == "fields":
-        fields = config_fields(meta.get("module"))
+        fields = config_fields(meta.get("config_schema"))
         return read_form(fields, form, meta.get("config") or {})
     text = form.get("config", "")
     try:

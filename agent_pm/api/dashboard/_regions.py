@@ -220,7 +220,7 @@ def plugin_cells(
     )
     config = render(
         "partials/plugin_config.html",
-        fields=config_fields(meta.get("module")),
+        fields=config_fields(meta.get("config_schema")),
         config=meta.get("config") or {},
         name=view.name,
         admin=admin,
@@ -371,7 +371,7 @@ def admin_card(
     meta: dict[str, Any], session: Session, revision: int, card: AdminCard | None = None
 ) -> Markup:
     card = card or AdminCard()
-    fields = config_fields(meta.get("module"))
+    fields = config_fields(meta.get("config_schema"))
     config = meta.get("config") or {}
     return render(
         "partials/admin_card.html",

@@ -1,21 +1,16 @@
 """Config forms generated from a plugin's config schema, and the posted form read back.
 
-The schema is msgspec's JSON Schema of the plugin class's ``Config`` struct. Scalars (strings,
-numbers, booleans, enumerations) get a typed input; anything else (lists, objects, unions) gets
-a small JSON box. The class is looked up among modules already imported by the registry, so
-rendering a form never imports anything named in the manifest.
+The schema is msgspec's JSON Schema of the plugin class's ``Config`` struct, taken into the
+plugin's metadata (``config_schema``) when the registry imported the class, so rendering a form
+imports nothing. Scalars (strings, numbers, booleans, enumerations) get a typed input; anything
+else (lists, objects, unions) gets a small JSON box.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from typing import Any
-
-import msgspec
-
-from agent_pm.plugins.base import PluginBase
 
 __all__ = ["FIELD_PREFIX", "ConfigField", "FormError", "config_fields", "json_error", "read_form"]
 
@@ -58,16 +53,6 @@ class FormError(ValueError):
         self.detail = detail
 
 
-def plugin_class(module: str | None) -> type[PluginBase] | None:
-    """The class at ``module`` (``pkg.mod:Class``) if its module is already imported."""
-    if not module or ":" not in module:
-        return None
-    module_name, _, attribute = module.partition(":")
-    loaded = sys.modules.get(module_name)
-    cls = getattr(loaded, attribute, None) if loaded is not None else None
-    return cls if isinstance(cls, type) and issubclass(cls, PluginBase) else None
-
-
 def _kind(spec: dict[str, Any]) -> tuple[str, str]:
     if "enum" in spec:
         return "enum", "one of " + ", ".join(map(str, spec["enum"]))
@@ -82,12 +67,10 @@ def _kind(spec: dict[str, Any]) -> tuple[str, str]:
     return "json", str(kind or "any")
 
 
-def config_fields(module: str | None) -> list[ConfigField]:
-    """The fields of the plugin's ``Config`` struct; none when it has none or is not loaded."""
-    cls = plugin_class(module)
-    if cls is None or cls.Config is None:
+def config_fields(schema: dict[str, Any] | None) -> list[ConfigField]:
+    """The fields of a plugin's config ``schema``; none without one."""
+    if not schema:
         return []
-    schema = msgspec.json.schema(cls.Config)
     ref = schema.get("$ref", "").rpartition("/")[2]
     struct = schema.get("$defs", {}).get(ref, schema)
     required = set(struct.get("required", []))

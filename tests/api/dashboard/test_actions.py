@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,16 @@ def test_schema_form_saves_typed_values(client: TestClient, manifest: Path) -> N
     )
     response = client.post(CONFIG.format("configured"), data=bad, headers=HX)
     assert response.status_code == 422 and 'value="seven"' in response.text
+
+
+def test_schema_form_renders_from_metadata_without_the_plugin_module(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    login(client)
+    # Rendering neither imports the plugin's module nor looks it up: the schema is metadata.
+    monkeypatch.setitem(sys.modules, "tests.fixtures.plugins", None)
+    card = client.get("/dashboard/admin/cards/configured", headers=HX).text
+    assert 'name="field.channel"' in card and 'name="field.retries"' in card
 
 
 def test_masked_secrets_keep_their_value(client: TestClient, manifest: Path) -> None:
