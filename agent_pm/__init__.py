@@ -1,0 +1,1 @@
+"""Agent PM's plugin platform: the core (``plugins``), its operator surfaces (``api``) and CLI."""

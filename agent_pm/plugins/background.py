@@ -21,7 +21,7 @@ from agent_pm.plugins.loopcall import call_soon
 
 __all__ = ["Background"]
 
-logger = logging.getLogger("agent_pm.plugins.registry")
+logger = logging.getLogger(__name__)
 Work = Callable[..., Awaitable[Any]]
 
 

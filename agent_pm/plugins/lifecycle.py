@@ -41,7 +41,7 @@ from agent_pm.settings import Settings
 
 __all__ = ["Lifecycle"]
 
-logger = logging.getLogger("agent_pm.plugins.registry")
+logger = logging.getLogger(__name__)
 
 
 class Lifecycle:

@@ -22,7 +22,7 @@ import msgspec
 
 __all__ = ["BOUNDS_MS", "LoopBlocks", "timed"]
 
-logger = logging.getLogger("agent_pm.plugins.loopblock")
+logger = logging.getLogger(__name__)
 
 # Upper bounds (ms) of the histogram's buckets; one more bucket holds the steps above the last.
 BOUNDS_MS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0)
