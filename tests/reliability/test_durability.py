@@ -21,37 +21,47 @@ from pathlib import Path
 from agent_pm.plugins.manifest import Manifest
 
 path = Path(sys.argv[1])
+temp_files = "." + path.name + ".*"
 manifest = Manifest.load(path)
 versions = []
-# Two versions of one size, so a rewrite spends as long on each and kills split between them.
 VERSIONS = ("old " * 200, "new " * 200)
 for description in VERSIONS:
     manifest.set("a", description=description)
     versions.append(manifest.dumps().encode())
 manifest.save()  # the file now holds versions[1]
-# Crash within one back-and-forth rewrite (timed as the mean of three), however long a write
-# takes on this machine, so that kills land both before and after renames.
+# How long one rewrite takes on this machine (the mean of six).
 started = time.perf_counter()
 for description in VERSIONS * 3:
     manifest.set("a", description=description)
     manifest.save()
-window = (time.perf_counter() - started) / 3
+rewrite = (time.perf_counter() - started) / 6
 rng = random.Random(1234)
-outcomes = {"old": 0, "new": 0}
+outcomes = {"old": 0, "new": 0, "interrupted": 0}
 for _ in range(int(sys.argv[2])):
+    ready, starting = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the writer: rewrite the manifest back and forth until killed
+    if pid == 0:  # the writer: rewrite back and forth until killed, telling each save's start
+        os.close(ready)
         while True:
             for description in VERSIONS:
                 manifest.set("a", description=description)
+                os.write(starting, b".")
                 manifest.save()
-    time.sleep(rng.uniform(0, window))  # a random moment to crash at
+    os.close(starting)
+    # Crash at a random moment from the start of the first or the second save: they write
+    # different versions, so kills before and after a rename show both versions, whatever
+    # the machine's speed or load.
+    for _ in range(rng.choice((1, 2))):
+        os.read(ready, 1)
+    time.sleep(rng.uniform(0, rewrite))
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
+    os.close(ready)
+    outcomes["interrupted"] += bool(list(path.parent.glob(temp_files)))
     data = path.read_bytes()
     assert data in versions, data[:200]
     Manifest.load(path).item("a")  # a restart: parses, and removes temp files left behind
-    assert not list(path.parent.glob("." + path.name + ".*")), "temp file left after restart"
+    assert not list(path.parent.glob(temp_files)), "temp file left after restart"
     outcomes["old" if data == versions[0] else "new"] += 1
 print(json.dumps(outcomes))
 """
@@ -74,6 +84,7 @@ def test_durability_sigkill_at_random_moments_never_leaves_a_partial_manifest(
     outcomes = json.loads(done.stdout)
     assert outcomes["old"] + outcomes["new"] == 1000
     assert outcomes["old"] and outcomes["new"]  # kills landed both before and after renames
+    assert outcomes["interrupted"]  # and in the middle of writes
 
 
 @pytest.mark.anyio
