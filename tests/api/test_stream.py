@@ -468,4 +468,6 @@ async def test_stream_denial_falls_back_to_close_1008_without_the_extension() ->
 
     scope = {"type": "websocket", "path": "/plugins/stream", "headers": [], "state": {}}
     await stream_endpoint(WebSocket(scope, receive, send))
-    assert sent == [{"type": "websocket.close", "code": 1008, "reason": ""}]
+    # The close names why, as the auth middleware's denials do.
+    reason = "an API key or a session is required"
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": reason}]
