@@ -255,6 +255,9 @@ class Dispatcher:
         budget: float | None,
     ) -> list[HookResult]:
         """Start every handler eagerly; only those that suspend are waited for, under timers."""
+        # The caller's deadline counts from now, when its budget was measured: the wait below
+        # can be long on a busy loop.
+        caller_deadline = None if budget is None else loop.time() + budget
         # A scheduling and cancellation point first, as every fire on the anyio path is: a
         # caller already cancelled runs no handler, and a loop of fires never starves the
         # loop even when every handler returns at once.
@@ -285,7 +288,7 @@ class Dispatcher:
             else:
                 running.append(Running(index, target, task, limit, span))
         if running:
-            await self._wait(loop, began, began_counter, hook, running, results, budget)
+            await self._wait(loop, began, began_counter, hook, running, results, caller_deadline)
         return results  # type: ignore[return-value]
 
     async def _wait(
@@ -296,7 +299,7 @@ class Dispatcher:
         hook: str,
         running: list[Running],
         results: list[HookResult | None],
-        budget: float | None,
+        caller_deadline: float | None,
     ) -> None:
         """Wait for the suspended handlers, cancelling each group at its timeout.
 
@@ -332,7 +335,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             # Past the caller's budget this is its deadline (the timer and the caller's cancel
             # scope fire at the same moment); before it, the caller gave up.
-            at_deadline = budget is not None and loop.time() >= began + budget
+            at_deadline = caller_deadline is not None and loop.time() >= caller_deadline
             for task in tasks:
                 if at_deadline and not task.done():
                     expired.add(task)
@@ -370,6 +373,7 @@ class Dispatcher:
     async def _fire_anyio(
         self, hook: str, payload: dict[str, Any], targets: Sequence[Target], budget: float | None
     ) -> list[HookResult]:
+        caller_deadline = None if budget is None else anyio.current_time() + budget
         await anyio.lowlevel.checkpoint()
         results: list[HookResult | None] = [None] * len(targets)
         async with anyio.create_task_group() as group:
@@ -378,8 +382,8 @@ class Dispatcher:
                 if refused is not None:
                     results[index] = refused
                 else:
-                    start = partial(self._run_one, hook, payload, target, results, index, budget)
-                    group.start_soon(start)
+                    start = partial(self._run_one, hook, payload, target, results, index)
+                    group.start_soon(start, budget, caller_deadline)
         return results  # type: ignore[return-value]
 
     async def _run_one(
@@ -390,6 +394,7 @@ class Dispatcher:
         results: list[HookResult | None],
         index: int,
         budget: float | None,
+        caller_deadline: float | None,
     ) -> None:
         limit = _limit(target, budget)
         span = self._begin(target, hook, time.monotonic() + limit, None)
@@ -408,7 +413,7 @@ class Dispatcher:
             # The caller's cancellation, or its deadline (trio lets the outermost of several
             # cancelled scopes catch, so the handler's own scope does not at that moment).
             elapsed = (time.perf_counter() - started) * 1000
-            if budget is not None and elapsed >= budget * 1000:
+            if caller_deadline is not None and anyio.current_time() >= caller_deadline:
                 self._timeout(target, hook, elapsed, limit, span)
             else:
                 self._result(target, hook, "error", elapsed, error="cancelled", span=span)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import pytest
 from msgspec import to_builtins as plain
@@ -42,6 +44,22 @@ async def test_enclosing_cancel_scope_deadline_caps_handler_timeouts(
     assert scope.cancelled_caught
     assert sample["status"] == "deadline"
     assert sample["error"].startswith("cut at the caller's deadline after 0.")
+
+
+async def test_deadline_is_reported_when_the_loop_is_busy_as_the_fan_out_starts(
+    registry_factory, entry
+) -> None:
+    async def busy_loop() -> None:
+        time.sleep(0.1)  # holds the event loop, as other work on a loaded service does  # noqa: ASYNC251
+
+    async with registry_factory(*steppers(entry, ["forever"], 30)) as registry:
+        async with anyio.create_task_group() as group:
+            group.start_soon(busy_loop)  # runs at the fan-out's first scheduling point
+            with anyio.move_on_after(0.2) as scope:
+                await registry.fire("step")
+        [sample] = plain(registry.history("forever"))["step"]
+    assert scope.cancelled_caught
+    assert sample["status"] == "deadline"
 
 
 async def test_handler_timeout_shorter_than_the_budget_stays_its_own_timeout(
