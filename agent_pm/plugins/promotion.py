@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PLATFORM", "Promoter"]
 
-logger = logging.getLogger("agent_pm.plugins.promotion")
+logger = logging.getLogger(__name__)
 # Who the audit log names for the platform's own moves.
 PLATFORM = Actor("platform", "admin", "platform")
 
