@@ -51,6 +51,8 @@ KEEPALIVE = 5.0
 CHART_EVERY = 10.0
 # Charts are redrawn at most every CHART_EVERY: each redraw sends the whole SVG.
 CHARTS = frozenset({"latency-chart", "series-charts", "plugin-runtime"})
+# Overview trend sparklines are drawn again at most as often (their ids end so).
+SPARK = "-spark"
 ROWS_PER_TICK = 10
 HELLO_WAIT = 2.0
 BUFFER = 8_192
@@ -120,7 +122,7 @@ class LiveChannel:
         now = time.monotonic()
         for region, cell in self._cells().items():
             self.sent[region] = cell.key
-            if region in CHARTS:
+            if region in CHARTS:  # a sparkline's first change after loading goes out at once
                 self.drawn[region] = now
 
     def _cells(self) -> dict[str, regions.Cell]:
@@ -172,7 +174,7 @@ class LiveChannel:
         known = set(self.sent) or set(cells)
         for region, cell in cells.items():
             if (
-                region in CHARTS
+                _chart(region)
                 and region in self.sent
                 and now < self.drawn.get(region, 0) + CHART_EVERY
             ):
@@ -180,7 +182,7 @@ class LiveChannel:
                 continue
             if self.sent.get(region) == cell.key:
                 continue
-            if region in CHARTS:
+            if _chart(region):
                 self.drawn[region] = now
             if self.page == "admin" and region.startswith("admin-") and region not in known:
                 insert["append"]["admin-cards"] = (
@@ -283,6 +285,10 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def _chart(region: str) -> bool:
+    return region in CHARTS or region.endswith(SPARK)
 
 
 def _query(text: str) -> dict[str, str]:

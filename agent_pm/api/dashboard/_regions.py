@@ -39,6 +39,7 @@ from agent_pm.api.dashboard._view import (
     STATUSES,
     WINDOWS,
     Filters,
+    HookRow,
     PluginRow,
     domid,
     error_groups,
@@ -76,6 +77,9 @@ __all__ = [
 ]
 
 CELL_KEYS = ("health", "calls", "errors", "ratio", "p95", "spark", "skipped", "quarantined")
+HOOK_CELL_KEYS = (
+    "health", "calls", "rate", "errors", "ratio", "p50", "p95", "p99", "skipped", "quarantined",
+)  # fmt: skip
 NOTICE_SECONDS = 12
 ERROR_NOTICE_SECONDS = 30
 
@@ -155,6 +159,10 @@ def overview_cells(registry: Any, filters: Filters, views: Views | None = None) 
 # -- plugin page ---------------------------------------------------------------------------
 
 
+def _hook_cell(row: HookRow, key: str) -> Markup:
+    return render("partials/hook_cell.html", r=row, key=key)
+
+
 @dataclass(frozen=True)
 class PluginView:
     """What a plugin page shows, as its URL says: the plugin, one hook, a status filter and
@@ -208,12 +216,15 @@ def plugin_cells(
         meta=meta,
         quarantined=[b.hook for b in breakers if b.resettable],
     )
+    rows = hook_rows(meta)
     hooks = render(
         "partials/hooks_table.html",
-        rows=hook_rows(meta),
+        rows=rows,
         selected=view.hook,
         query=view.query,
         window_label=view.window_label,
+        cell=_hook_cell,
+        cell_keys=HOOK_CELL_KEYS,
     )
     errors = render(
         "partials/error_groups.html", view=error_groups(meta, view.hook), hook=view.hook
@@ -228,9 +239,17 @@ def plugin_cells(
     runtime = render(
         "partials/runtime.html", isolation=isolation_facts(meta), blocks=loop_block_view(meta)
     )
+    # The table is re-sent when its rows change; otherwise only the cells whose figures did.
+    shape = "|".join([view.query(), *(r.hook for r in rows)])
+    cells = {
+        f"h-{domid(r.hook)}-{key}": Cell.of(_hook_cell(r, key))
+        for r in rows
+        for key in HOOK_CELL_KEYS
+    }
     return {
         "plugin-summary": Cell.of(summary),
-        "hooks-table": Cell.of(hooks),
+        "hooks-table": Cell(shape, lambda: hooks),
+        **cells,
         "quarantine-panel": Cell.of(quarantine_panel(meta, admin=admin, csrf=csrf)),
         "plugin-runtime": Cell.of(runtime),
         "error-groups": Cell.of(errors),

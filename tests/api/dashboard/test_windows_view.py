@@ -124,7 +124,7 @@ def test_plugin_page_window_charts_and_hook_figures(clocked: TestClient, clock: 
     assert "Calls and failures per second" in page and "Latency percentiles" in page
     assert 'class="l-calls"' in page and 'class="l-p95"' in page and 'class="l-p99"' in page
     hooks = page[page.index('id="hooks-table"') : page.index('id="trends"')]
-    assert '<td data-label="Calls" class="num">5</td>' in hooks
+    assert '<td id="h-post_plan-calls" data-label="Calls" class="num">5</td>' in hooks
     assert 'data-label="p50"' in hooks and 'data-label="p99"' in hooks
     view = json.loads(re.search(r'data-view="([^"]+)"', page).group(1).replace("&#34;", '"'))  # type: ignore[union-attr]
     assert view["window"] == "1h"
