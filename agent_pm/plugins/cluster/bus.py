@@ -43,7 +43,9 @@ READ_COUNT = 1_000
 # Once a message is waiting, the sender (and, after a short read, the reader) waits this long for
 # more to share its round trip: one script call per burst instead of one per ``fire``.
 LINGER_SECONDS = 0.015
-_encode = msgspec.json.Encoder().encode
+# After a short read the reader waits less: that wait is latency, the sender's is batching.
+READ_LINGER_SECONDS = 0.005
+_encode = msgspec.msgpack.Encoder().encode
 
 
 class ClusterBus(Bus):
@@ -55,9 +57,9 @@ class ClusterBus(Bus):
         prefix: str,
         *,
         message_types: tuple[type[Any], ...] = (HookSample, StateChange),
-        stream_length: int = 10_000,
+        stream_length: int = 2_000,
         outbox_size: int = 10_000,
-        batch_size: int = 100,
+        batch_size: int = 500,
         replay_size: int = 10_000,
         buffer_size: int = 1_000,
     ) -> None:
@@ -68,14 +70,15 @@ class ClusterBus(Bus):
         self.outbox_size = outbox_size
         self.batch_size = batch_size
         self._keys = (f"{prefix}seq", f"{prefix}stream", f"{prefix}epoch")
-        self._decode = msgspec.json.Decoder(list[_union(message_types)]).decode  # type: ignore[misc]
+        self._decode = msgspec.msgpack.Decoder(list[_union(message_types)]).decode  # type: ignore[misc]
         self._outbox: deque[Message] = deque()
         self._doorbell = Doorbell()
         self._linked = False
-        # Batches this node numbered, and the last of them it read back from the stream: a batch
-        # read back is delivered even when the reply to its append was lost.
+        # Batches this node numbered, and the messages of those not yet read back from the
+        # stream: the node delivers its own without decoding them, and a batch read back is
+        # delivered (not re-queued) even when the reply to its append was lost.
         self._batches = 0
-        self._read_back = 0
+        self._unread: dict[int, list[Message]] = {}
 
     # -- the interface the registry and the surfaces use --------------------------------
 
@@ -117,6 +120,7 @@ class ClusterBus(Bus):
 
     def down(self) -> None:
         self._linked = False
+        self._unread.clear()
         while self._outbox:
             self._publish_local(self._outbox.popleft())
 
@@ -125,21 +129,23 @@ class ClusterBus(Bus):
         keys = list(self._keys[:2])
         outbox = self._outbox
         while True:
-            if not outbox:
-                await self._doorbell.wait(lambda: outbox)
+            await self._doorbell.wait(lambda: outbox)
+            # Wait for a full batch, or for the linger to pass: sending as soon as the last
+            # reply came back would make one call per round trip, each with a few messages.
+            if len(outbox) < self.batch_size:
                 await anyio.sleep(LINGER_SECONDS)
             batch = [outbox.popleft() for _ in range(min(self.batch_size, len(outbox)))]
-            payload = b"[" + b",".join(map(_encode, batch)) + b"]"
             self._batches += 1
             number = self._batches
-            args: list[Any] = [self.stream_length, self.node, len(batch), payload, number]
+            self._unread[number] = batch
+            args: list[Any] = [self.stream_length, self.node, len(batch), _encode(batch), number]
             try:
                 await append(keys=keys, args=args)
             except BaseException:
                 # Unless the reader has seen it in the stream, whether the stream took the batch
                 # is unknown; the node's own subscribers then get it locally (``down``) rather
                 # than not at all.
-                if number > self._read_back:
+                if self._unread.pop(number, None) is not None:
                     outbox.extendleft(reversed(batch))
                 raise
             self.counters.forwarded += len(batch)
@@ -154,21 +160,20 @@ class ClusterBus(Bus):
                     last = entry.identifier
                     self._deliver(entry.identifier, entry.field_values)
                 if len(entries) < READ_COUNT:
-                    await anyio.sleep(LINGER_SECONDS)
+                    await anyio.sleep(READ_LINGER_SECONDS)
 
     def _deliver(self, identifier: bytes | str, fields: Any) -> None:
         last = int(_text(identifier).partition("-")[0])
         node = _text(fields.get(b"n", b""))
+        mine = self._unread.pop(int(fields.get(b"b", 0)), None) if node == self.node else None
         try:
-            messages = self._decode(fields[b"m"])
+            messages = mine if mine is not None else self._decode(fields[b"m"])
         except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
             self.counters.dropped += int(fields.get(b"c", 1))
             logger.warning("dropped a stream entry from %s that does not decode", node)
             return
         if node != self.node:
             self.counters.received += len(messages)
-        else:
-            self._read_back = max(self._read_back, int(fields.get(b"b", 0)))
         publish = super().publish
         seq = last - len(messages)
         for message in messages:

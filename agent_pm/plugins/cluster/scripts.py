@@ -24,7 +24,7 @@ return {redis.call('GET', KEYS[3]), last_id}
 """
 
 APPEND = """
--- KEYS: counter, stream. ARGV: max stream length, node, message count, the messages as one JSON
+-- KEYS: counter, stream. ARGV: max stream length, node, message count, the messages as one msgpack
 -- array, the node's own number for the batch. One entry per batch: its id is the cluster-wide
 -- sequence number of the batch's last message, so every node numbers them alike; the stream's
 -- last id bounds the counter from below in case the counter was lost.
