@@ -234,3 +234,16 @@ def test_loop_block_view_sums_up_histogram_and_worst_steps() -> None:
     assert row.buckets == [("≤ 1.00 ms", 8), ("≤ 10.0 ms", 1), ("> 10.0 ms", 1)]
     assert view.worst == [("180 ms", "post_plan", "2027-01-15 08:00:00 UTC")]
     assert loop_block_view({"loop_blocks": None}) is None
+
+
+def test_window_links_keep_the_cluster_node_a_page_shows() -> None:
+    from agent_pm.api.dashboard._render import render
+    from agent_pm.api.dashboard._view import WINDOWS, Filters
+    from agent_pm.api.figures import FigureScope
+
+    query = Filters.from_query({"sort": "calls"}).query
+    kept = {"windows": WINDOWS, "base": "/dashboard?", "query": query, "current": "1h"}
+    nav = str(render("partials/windows.html", **kept, figures=FigureScope("node", ["node a"])))
+    assert 'href="/dashboard?sort=calls&amp;window=24h&amp;node=node%20a"' in nav
+    summed = str(render("partials/windows.html", **kept, figures=FigureScope("cluster", ["a"])))
+    assert "node=" not in summed and 'aria-current="true" data-window="1h"' in summed
