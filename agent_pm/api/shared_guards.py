@@ -50,6 +50,7 @@ class Revocations:
         self._manager = manager
         self._secret = f"{prefix}session-secret"
         self._key = f"{prefix}revoked"
+        self._shared: bytes | None = None
         manager.revoked = self._revoked
 
     def _revoked(self, csrf: str, expires: int) -> None:
@@ -58,10 +59,13 @@ class Revocations:
     async def join(self, redis: Redis) -> None:
         manager = self._manager
         if not manager.configured:
-            await redis.setnx(self._secret, secrets.token_urlsafe(32))
+            # After a Redis restart, the first node back brings the secret the cluster used, so
+            # sessions survive it.
+            await redis.setnx(self._secret, self._shared or secrets.token_bytes(32))
             secret = await redis.get(self._secret)
-            if secret is not None:
+            if secret is not None and secret != self._shared:
                 manager.rekey(secret)
+                self._shared = secret
         await redis.zremrangebyscore(self._key, float("-inf"), time.time())
         for csrf, expires in manager.revocations().items():  # revoked while cut off
             self._revoked(csrf, expires)
