@@ -178,9 +178,9 @@ class FileClient:
 
     def audit(self, since: str | None, limit: int | None) -> list[dict[str, Any]]:
         """The local audit log's records, read like ``GET /audit`` reads them."""
-        from agent_pm.api.audit import DEFAULT_LIMIT, parse_since
+        from agent_pm.api import AUDIT_PAGE_SIZE, parse_audit_since
 
-        records = anyio.run(self.audit_log.read, parse_since(since), limit or DEFAULT_LIMIT)
+        records = anyio.run(self.audit_log.read, parse_audit_since(since), limit or AUDIT_PAGE_SIZE)
         return [msgspec.to_builtins(record) for record in records]
 
     def failures(self, name: str, query: FailureQuery) -> dict[str, Any]:

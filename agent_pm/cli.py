@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from agent_pm.admin_client import AdminClient
-    from agent_pm.api.auth import ApiKeys
+    from agent_pm.api import ApiKeys
     from agent_pm.settings import Settings
 
 __all__ = ["build_parser", "main", "plugins_main"]
@@ -220,7 +220,7 @@ def _login_url(host: str, port: int, key: str) -> str:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from agent_pm.api.auth import ApiKeys
+    from agent_pm.api import ApiKeys
 
     settings = _cluster_settings(args, settings)
     if args.workers < 1:
@@ -241,7 +241,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         _serve_workers(args, settings, keys, manifest)
         return 0
-    from agent_pm.api.app import create_app
+    from agent_pm.api import create_app
     from agent_pm.server import run
 
     build: Callable[..., Starlette] = create_app
@@ -327,7 +327,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 def _keys_hash(args: argparse.Namespace, settings: Settings) -> int:
     import secrets
 
-    from agent_pm.api.security import named_key_line
+    from agent_pm.api import named_key_line
 
     key = sys.stdin.readline().rstrip("\n") if args.key_stdin else secrets.token_urlsafe(32)
     line = named_key_line(args.name, args.role, key)

@@ -1,7 +1,7 @@
 """The one exception hierarchy of Agent PM's plugin platform.
 
 Every error the platform raises on purpose derives from :class:`AgentPMError`; the HTTP edge maps
-each class to one status code (``agent_pm.api.errors``) and nothing else needs to know about HTTP.
+each class to one status code (``agent_pm.api``) and nothing else needs to know about HTTP.
 
     AgentPMError
     ├── ManifestError            the manifest cannot be read, parsed or written

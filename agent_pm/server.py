@@ -33,7 +33,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from agent_pm.api import stream
+from agent_pm.api import close_streams
 from agent_pm.protocol import MAX_CLIENT_MESSAGE
 
 __all__ = [
@@ -144,7 +144,7 @@ class Server(uvicorn.Server):
             server.close()
         if app is not None:
             with anyio.move_on_after(min(5.0, self.drain)):
-                await stream.close_all(app)
+                await close_streams(app)
         with anyio.move_on_after(self._stop_at + self.drain - time.monotonic()):
             # uvicorn offers no event for "requests done"; it polls the same way.
             while self.server_state.tasks and not self.force_exit:  # noqa: ASYNC110

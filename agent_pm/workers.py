@@ -75,7 +75,7 @@ def run_workers(settings: Settings, options: ServeOptions, host: str, port: int)
 
 def worker_app() -> ASGIApp:
     """The app of one worker process (uvicorn calls this factory in each worker)."""
-    from agent_pm.api.app import create_app
+    from agent_pm.api import create_app
 
     tune_interpreter()
     quiet_refused_handshakes()

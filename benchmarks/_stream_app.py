@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from agent_pm.api import stream
+from agent_pm.api import _stream as stream
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 

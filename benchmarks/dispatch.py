@@ -221,7 +221,7 @@ async def stream_server(registry: PluginRegistry) -> AsyncIterator[int]:
     import uvicorn
     from starlette.applications import Starlette
 
-    from agent_pm.api import stream
+    from agent_pm.api import _stream as stream
     from agent_pm.server import Server
 
     app = Starlette(routes=stream.routes())

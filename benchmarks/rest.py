@@ -73,7 +73,7 @@ async def _serve(port: int, plugins: int, pipe: Connection) -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from agent_pm.api.app import create_app
+    from agent_pm.api._app import create_app
     from agent_pm.settings import Settings
 
     manifest = Path(tempfile.mkdtemp()) / "plugins.yaml"

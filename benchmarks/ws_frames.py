@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-admin-key-0123456789"
 DEFAULT_SERVER = """
 import sys, uvicorn
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 uvicorn.run(create_app(watch=False), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from agent_pm.admin_client import AdminError, HttpClient
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.cli import main, plugins_main
 from agent_pm.demo.run import DemoApp
 from agent_pm.plugins import PluginRegistry
@@ -512,7 +512,7 @@ async def test_remote_changes_are_audited_on_the_server_as_the_cli(
 def test_keys_hash_makes_a_key_and_its_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from agent_pm.api.security import ApiKeys, Caller
+    from agent_pm.api._security import ApiKeys, Caller
 
     code, out, _ = run(capsys, "keys", "hash", "ci-bot", "admin")
     assert code == 0

@@ -12,7 +12,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.cli import main
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings

@@ -17,8 +17,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from agent_pm.api import create_app
-from agent_pm.api.auth import ApiKeys
+from agent_pm.api import ApiKeys, create_app
 from agent_pm.demo.environment import DemoServices, demo_services
 from agent_pm.demo.summary import report_faults
 from agent_pm.demo.traffic import DemoTraffic

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from agent_pm.api import dashboard as dashboard_routes
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.fixtures.servers import live_server

@@ -22,9 +22,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_pm.api import dashboard
-from agent_pm.api.security import Throttle
-from agent_pm.api.security_headers import SecurityHeadersMiddleware
-from agent_pm.api.session import caller_from_session, sessions_for
+from agent_pm.api._security import Throttle
+from agent_pm.api._security_headers import SecurityHeadersMiddleware
+from agent_pm.api._session import caller_from_session, sessions_for
 from agent_pm.audit import AuditLog
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings

@@ -15,7 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent_pm.api import stream
+from agent_pm.api import _stream as stream
 from agent_pm.plugins import Bus, PluginRegistry
 from agent_pm.server import Server
 from agent_pm.settings import Settings
@@ -108,7 +108,7 @@ def build_app(
             try:
                 yield
             finally:
-                await stream.close_all(app)
+                await stream.close_streams(app)
 
     app = Starlette(routes=stream.routes(**options), lifespan=lifespan)
     app.add_middleware(KeyAuth)

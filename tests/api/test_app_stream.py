@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.demo.loopback import serve_on_loopback
 from agent_pm.server import Server
 from agent_pm.settings import Settings

@@ -14,8 +14,8 @@ import pytest
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 
-from agent_pm.api.app import create_app
-from agent_pm.api.security import named_key_line
+from agent_pm.api._app import create_app
+from agent_pm.api._security import named_key_line
 from agent_pm.audit import AuditMessage
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings

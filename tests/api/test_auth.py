@@ -9,8 +9,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.types import Message, Scope
 
-from agent_pm.api.app import PUBLIC_PATHS, create_app
-from agent_pm.api.auth import INVALID, ApiKeys, AuthMiddleware, Caller, api_key_reader
+from agent_pm.api._app import PUBLIC_PATHS, create_app
+from agent_pm.api._auth import INVALID, ApiKeys, AuthMiddleware, Caller, api_key_reader
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN, ADMIN_KEY, READ, READ_KEY, every_endpoint

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN, ADMIN_KEY, READ_KEY
 from tests.api.test_failures import MANIFEST

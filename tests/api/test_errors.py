@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from agent_pm.api.errors import CatchAllMiddleware, deny, exception_handlers
-from agent_pm.api.rest import safe_result
+from agent_pm.api._errors import CatchAllMiddleware, deny, exception_handlers
+from agent_pm.api._rest import safe_result
 from agent_pm.errors import AgentPMError, EmitLoopError, LifecycleError
 from agent_pm.plugins import HookResult
 

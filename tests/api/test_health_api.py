@@ -15,7 +15,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.api.dashboard._regions import metas_of, overview_body
 from agent_pm.api.dashboard._view import Filters, sorted_rows
 from agent_pm.plugins import PluginRegistry

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.audit import AuditMessage
 from agent_pm.cli import main
 from agent_pm.plugins import PluginRegistry

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from msgspec import to_builtins as plain
 
-from agent_pm.api.metrics import BUCKETS, HookHistograms, render
+from agent_pm.api._metrics import BUCKETS, HookHistograms, render
 from agent_pm.plugins import HookSample, Lagged, PluginRegistry
 from tests.api.conftest import ADMIN, READ
 

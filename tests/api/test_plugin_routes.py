@@ -12,8 +12,8 @@ from starlette.routing import Mount, Route
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from agent_pm.api.app import create_app
-from agent_pm.api.plugin_routes import PluginRoutes, is_public_route
+from agent_pm.api._app import create_app
+from agent_pm.api._plugin_routes import PluginRoutes, is_public_route
 from agent_pm.plugins import PluginRegistry, public
 from agent_pm.plugins.mounts import RESERVED_PREFIXES, check_route_prefix, mount_prefix
 from agent_pm.settings import Settings

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from agent_pm.api.request_id import accepted_id
+from agent_pm.api._request_id import accepted_id
 from agent_pm.plugins import context
 from tests.api.conftest import ADMIN, READ
 

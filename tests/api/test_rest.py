@@ -12,7 +12,7 @@ import pytest
 from msgspec import to_builtins as plain
 from starlette.applications import Starlette
 
-from agent_pm.api.reading import MAX_BODY_BYTES
+from agent_pm.api._reading import MAX_BODY_BYTES
 from agent_pm.plugins import PluginRegistry
 from tests.api.conftest import ADMIN, MANIFEST, every_endpoint
 

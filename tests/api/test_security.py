@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from starlette.requests import HTTPConnection
 
-from agent_pm.api.security import (
+from agent_pm.api._security import (
     ApiKeys,
     Caller,
     NamedKeys,

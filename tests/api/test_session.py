@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from agent_pm.api.security import ApiKeys, Caller, NamedKeys, named_key_line
-from agent_pm.api.session import (
+from agent_pm.api._security import ApiKeys, Caller, NamedKeys, named_key_line
+from agent_pm.api._session import (
     COOKIE_NAME,
     MAX_REVOKED,
     SessionManager,

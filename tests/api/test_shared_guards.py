@@ -8,9 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from agent_pm.api.security import ApiKeys, Throttle
-from agent_pm.api.session import SessionManager
-from agent_pm.api.shared_guards import share_guards
+from agent_pm.api._security import ApiKeys, Throttle
+from agent_pm.api._session import SessionManager
+from agent_pm.api._shared_guards import share_guards
 from agent_pm.plugins.cluster.node import ClusterNode
 from agent_pm.settings import Settings
 from tests.fixtures.redis import RedisServer

@@ -457,7 +457,7 @@ async def test_stream_end_of_bus_closes_with_1001(stream_server: StreamServer) -
 async def test_stream_denial_falls_back_to_close_1008_without_the_extension() -> None:
     from starlette.websockets import WebSocket
 
-    from agent_pm.api.stream import stream_endpoint
+    from agent_pm.api._stream import stream_endpoint
 
     sent: list[dict[str, Any]] = []
 

@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from starlette.routing import Route
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from tests.api.dashboard_app import ADMIN_KEY, MANIFEST, TWICE, dashboard_settings, drop_live
 
 CHROMIUM = Path("/usr/bin/chromium")

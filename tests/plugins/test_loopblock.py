@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from msgspec import to_builtins as plain
 
-from agent_pm.api.metrics import _loop_blocks
+from agent_pm.api._metrics import _loop_blocks
 from agent_pm.plugins.loopblock import BOUNDS_MS, LoopBlocks
 from agent_pm.settings import Settings
 

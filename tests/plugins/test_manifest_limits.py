@@ -100,7 +100,7 @@ async def test_manifest_get_plugins_never_500s_on_an_unencodable_manifest(
 ) -> None:
     import httpx
 
-    from agent_pm.api.app import create_app
+    from agent_pm.api._app import create_app
 
     path = write_manifest(ECHO + '  config: {"\\udcff": "\\ud800"}\n')
     keyed = Settings.from_env(

@@ -23,7 +23,7 @@ from msgspec import to_builtins as plain
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN_KEY, MANIFEST, READ_KEY
 from tests.browser.conftest import browser, require_chromium, serve

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from agent_pm.api.reading import MAX_BODY_BYTES
+from agent_pm.api._reading import MAX_BODY_BYTES
 from agent_pm.plugins import PluginRegistry
 from tests.api.conftest import ADMIN, ADMIN_KEY
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from msgspec import to_builtins as plain
 
-from agent_pm.api.app import create_app
-from agent_pm.api.auth import ApiKeys
+from agent_pm.api._app import create_app
+from agent_pm.api._auth import ApiKeys
 from agent_pm.errors import ManifestError
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings

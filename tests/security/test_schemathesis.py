@@ -30,7 +30,7 @@ from schemathesis.generation.case import Case
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from agent_pm.api.app import PUBLIC_PATHS, create_app
+from agent_pm.api._app import PUBLIC_PATHS, create_app
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings
 from tests.api.conftest import ADMIN_KEY, MANIFEST, READ_KEY
@@ -89,7 +89,10 @@ def _document(client: TestClient) -> dict[str, Any]:
 
 
 def _operations() -> list[tuple[str, str]]:
-    from agent_pm.api import audit, metrics, openapi, rest
+    from agent_pm.api import _audit as audit
+    from agent_pm.api import _metrics as metrics
+    from agent_pm.api import _openapi as openapi
+    from agent_pm.api import _rest as rest
 
     operations = (*rest.OPERATIONS, metrics.OPERATION, audit.OPERATION, openapi.SELF)
     return [(op.method, op.path) for op in operations]

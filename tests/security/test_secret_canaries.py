@@ -21,7 +21,7 @@ import pytest
 from starlette.applications import Starlette
 from websockets.asyncio.client import connect
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.errors import AgentPMError
 from agent_pm.plugins import PluginRegistry
 from agent_pm.settings import Settings

@@ -16,6 +16,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from agent_pm.api._security import client_address, same_origin
+from agent_pm.api._session import session_from_scope, sessions_for
 from agent_pm.api.dashboard import _actions as actions
 from agent_pm.api.dashboard import _replays as replays
 from agent_pm.api.dashboard._guard import checked, read_form
@@ -28,8 +30,6 @@ from agent_pm.api.dashboard._pages import (
     plugin_page,
 )
 from agent_pm.api.dashboard._render import ASSETS, render
-from agent_pm.api.security import client_address, same_origin
-from agent_pm.api.session import session_from_scope, sessions_for
 
 __all__ = ["routes"]
 

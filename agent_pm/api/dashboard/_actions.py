@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from agent_pm.api._session import session_from_scope
 from agent_pm.api.dashboard import _regions as regions
 from agent_pm.api.dashboard._guard import audited, checked
 from agent_pm.api.dashboard._pages import admin_document, html, install_section
@@ -31,7 +32,6 @@ from agent_pm.api.dashboard._schema_form import (
     read_form,
 )
 from agent_pm.api.dashboard._view import plain
-from agent_pm.api.session import session_from_scope
 from agent_pm.audited import AuditedAdmin, diff
 from agent_pm.errors import (
     AgentPMError,

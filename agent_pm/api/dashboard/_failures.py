@@ -12,9 +12,9 @@ import anyio
 import anyio.to_thread
 from markupsafe import Markup
 
+from agent_pm.api._session import Session
 from agent_pm.api.dashboard._regions import Notice
 from agent_pm.api.dashboard._render import render
-from agent_pm.api.session import Session
 from agent_pm.plugins.failures import FailureFilter, parse_since
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.replay import ReplayOutcome, ReplayReport

@@ -12,9 +12,9 @@ from urllib.parse import parse_qs
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from agent_pm.api.reading import read_body
-from agent_pm.api.security import same_origin
-from agent_pm.api.session import Session, csrf_ok, session_from_scope
+from agent_pm.api._reading import read_body
+from agent_pm.api._security import same_origin
+from agent_pm.api._session import Session, csrf_ok, session_from_scope
 from agent_pm.audit import Actor
 from agent_pm.audited import AuditedAdmin
 

@@ -30,13 +30,13 @@ from markupsafe import Markup
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from agent_pm.api._figures import shown_figures
+from agent_pm.api._security import same_origin
+from agent_pm.api._session import Session, session_from_scope
 from agent_pm.api.dashboard import _regions as regions
 from agent_pm.api.dashboard._activity import FEED_ROWS, ActivityFilters, rows_html
 from agent_pm.api.dashboard._render import render
 from agent_pm.api.dashboard._view import DEFAULT_WINDOW, WINDOWS, Filters
-from agent_pm.api.figures import shown_figures
-from agent_pm.api.security import same_origin
-from agent_pm.api.session import Session, session_from_scope
 from agent_pm.audit import AuditLog, AuditMessage, AuditRecord
 from agent_pm.errors import AgentPMError
 from agent_pm.plugins.bus import Lagged

@@ -13,6 +13,8 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from agent_pm.api._figures import Shown, node_breakdown, shown_figures
+from agent_pm.api._session import Session, session_from_scope
 from agent_pm.api.dashboard import _regions as regions
 from agent_pm.api.dashboard._activity import (
     FEED_ROWS,
@@ -33,8 +35,6 @@ from agent_pm.api.dashboard._view import (
     hook_names,
     window_phrase,
 )
-from agent_pm.api.figures import Shown, node_breakdown, shown_figures
-from agent_pm.api.session import Session, session_from_scope
 
 __all__ = [
     "activity_page",

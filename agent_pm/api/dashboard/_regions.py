@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from markupsafe import Markup
 
+from agent_pm.api._session import Session
 from agent_pm.api.dashboard._charts import latency_chart
 from agent_pm.api.dashboard._render import render
 from agent_pm.api.dashboard._runtime import breaker_rows, isolation_facts, loop_block_view
@@ -52,7 +53,6 @@ from agent_pm.api.dashboard._view import (
     status_strip,
     window_phrase,
 )
-from agent_pm.api.session import Session
 from agent_pm.errors import AgentPMError
 from agent_pm.plugins.registry import Views
 from agent_pm.plugins.windows import WindowPoint, max_points

@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from agent_pm.api._reading import natural
+from agent_pm.api._session import Session
 from agent_pm.api.dashboard._failures import (
     BULK_LIMIT,
     SINCE_CHOICES,
@@ -21,8 +23,6 @@ from agent_pm.api.dashboard._failures import (
 )
 from agent_pm.api.dashboard._guard import audited, checked
 from agent_pm.api.dashboard._pages import html, plugin_page
-from agent_pm.api.reading import natural
-from agent_pm.api.session import Session
 from agent_pm.errors import AgentPMError, ReplayRateError
 from agent_pm.plugins.replay import replay_effect
 

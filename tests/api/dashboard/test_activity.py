@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from agent_pm.api.app import create_app
+from agent_pm.api._app import create_app
 from agent_pm.api.dashboard._activity import ActivityFilters, record_changes
 from tests.api.dashboard.conftest import csrf_of, guard, login
 from tests.api.dashboard_app import ADMIN_KEY, READ_KEY, SECRET_VALUE, dashboard_settings

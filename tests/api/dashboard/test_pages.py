@@ -164,7 +164,7 @@ def test_assets_have_versioned_urls_with_long_caching(client: TestClient) -> Non
 
 
 def test_pages_are_gzipped_from_one_kilobyte(manifest: Path) -> None:
-    from agent_pm.api.app import create_app
+    from agent_pm.api._app import create_app
 
     app = create_app(dashboard_settings(manifest), manifest_path=manifest, watch=False)
     with TestClient(app) as client:

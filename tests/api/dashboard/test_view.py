@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
+from agent_pm.api._security_headers import SecurityHeadersMiddleware
 from agent_pm.api.dashboard import _regions as regions
 from agent_pm.api.dashboard._render import STATIC_DIR, TEMPLATE_DIR
 from agent_pm.api.dashboard._view import (
@@ -24,7 +25,6 @@ from agent_pm.api.dashboard._view import (
     sorted_rows,
     status_strip,
 )
-from agent_pm.api.security_headers import SecurityHeadersMiddleware
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -237,9 +237,9 @@ def test_loop_block_view_sums_up_histogram_and_worst_steps() -> None:
 
 
 def test_window_links_keep_the_cluster_node_a_page_shows() -> None:
+    from agent_pm.api._figures import FigureScope
     from agent_pm.api.dashboard._render import render
     from agent_pm.api.dashboard._view import WINDOWS, Filters
-    from agent_pm.api.figures import FigureScope
 
     query = Filters.from_query({"sort": "calls"}).query
     kept = {"windows": WINDOWS, "base": "/dashboard?", "query": query, "current": "1h"}

@@ -6,10 +6,10 @@ random per-process one) *and* the environment's API keys, so rotating one ends e
 issued under the old ones; a session opened with a named key ends when that key is revoked,
 rotated or given another role (its fingerprint no longer matches). Logging out revokes the
 session on the server, not just in the browser (in a cluster, on every node:
-:mod:`agent_pm.api.shared_guards`). The stdlib ``hmac`` module does all of it; a
+:mod:`agent_pm.api._shared_guards`). The stdlib ``hmac`` module does all of it; a
 dependency would add nothing here.
 
-Which key grants which role is :mod:`agent_pm.api.security`'s business; ``caller_from_session``
+Which key grants which role is :mod:`agent_pm.api._security`'s business; ``caller_from_session``
 is the credential reader the API's auth middleware calls next to its ``X-API-Key`` reader.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from agent_pm.api.security import ApiKeys, Caller, Role
+from agent_pm.api._security import ApiKeys, Caller, Role
 
 __all__ = [
     "COOKIE_NAME",

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from agent_pm.api.figures import NODE_QUERY, FigureScope, Shown, shown_figures
-from agent_pm.api.openapi import TEXT, Operation
+from agent_pm.api._figures import NODE_QUERY, FigureScope, Shown, shown_figures
+from agent_pm.api._openapi import TEXT, Operation
 from agent_pm.plugins.bus import Bus, Lagged, Subscription
 from agent_pm.plugins.health import HealthState
 from agent_pm.plugins.info import PluginInfo

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from agent_pm.api.figures import FigureScope
+from agent_pm.api._figures import FigureScope
 from agent_pm.plugins.discovery import CatalogueEntry
 from agent_pm.plugins.dispatch import HookResult
 from agent_pm.plugins.health import Health as PluginHealth

@@ -15,15 +15,22 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Match
 from starlette.types import Scope
 
-from agent_pm.api import audit, cluster, dashboard, failures, metrics, openapi, rest, stream
-from agent_pm.api.auth import ApiKeys, AuthMiddleware, CredentialReader, Verdict, api_key_reader
-from agent_pm.api.errors import CatchAllMiddleware, exception_handlers
-from agent_pm.api.plugin_routes import PluginRoutes
-from agent_pm.api.request_id import RequestIdMiddleware
-from agent_pm.api.security import Throttle
-from agent_pm.api.security_headers import SecurityHeadersMiddleware
-from agent_pm.api.session import caller_from_session, sessions_for
-from agent_pm.api.shared_guards import share_guards
+from agent_pm.api import _audit as audit
+from agent_pm.api import _cluster as cluster
+from agent_pm.api import _failures as failures
+from agent_pm.api import _metrics as metrics
+from agent_pm.api import _openapi as openapi
+from agent_pm.api import _rest as rest
+from agent_pm.api import _stream as stream
+from agent_pm.api import dashboard
+from agent_pm.api._auth import ApiKeys, AuthMiddleware, CredentialReader, Verdict, api_key_reader
+from agent_pm.api._errors import CatchAllMiddleware, exception_handlers
+from agent_pm.api._plugin_routes import PluginRoutes
+from agent_pm.api._request_id import RequestIdMiddleware
+from agent_pm.api._security import Throttle
+from agent_pm.api._security_headers import SecurityHeadersMiddleware
+from agent_pm.api._session import caller_from_session, sessions_for
+from agent_pm.api._shared_guards import share_guards
 from agent_pm.audit import AuditLog
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.watcher import watch_manifest
@@ -142,7 +149,7 @@ def create_app(
                 yield
                 # Stream clients hear "going away" (1001) before the registry stops.
                 with anyio.move_on_after(STREAM_CLOSE_SECONDS):
-                    await stream.close_all(app)
+                    await stream.close_streams(app)
                 group.cancel_scope.cancel()
 
     operations = (

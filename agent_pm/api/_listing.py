@@ -21,9 +21,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agent_pm.api.figures import NODE_QUERY, Shown, shown_figures
-from agent_pm.api.reading import query_int
-from agent_pm.api.schemas import PluginList
+from agent_pm.api._figures import NODE_QUERY, Shown, shown_figures
+from agent_pm.api._reading import query_int
+from agent_pm.api._schemas import PluginList
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.windows import RECENT_WINDOW, WINDOWS, WindowName
 

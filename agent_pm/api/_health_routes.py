@@ -7,11 +7,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from agent_pm.api.errors import JSONResponse
-from agent_pm.api.figures import NODE_QUERY, node_breakdown, shown_figures
-from agent_pm.api.listing import query_window
-from agent_pm.api.reading import query_int, read_body
-from agent_pm.api.schemas import HookSeries, PluginEnvelope, PluginStats, QuarantineReset
+from agent_pm.api._errors import JSONResponse
+from agent_pm.api._figures import NODE_QUERY, node_breakdown, shown_figures
+from agent_pm.api._listing import query_window
+from agent_pm.api._reading import query_int, read_body
+from agent_pm.api._schemas import HookSeries, PluginEnvelope, PluginStats, QuarantineReset
 from agent_pm.plugins.registry import PluginRegistry
 from agent_pm.plugins.windows import max_points
 
@@ -67,7 +67,7 @@ async def reset_quarantine(request: Request) -> Response:
             hook = msgspec.json.decode(body, type=QuarantineReset).hook or hook
         except (ValueError, RecursionError) as exc:  # DecodeError and bad UTF-8 alike
             raise HTTPException(400, f"malformed body: {exc}") from None
-    from agent_pm.api.rest import admin_of  # rest mounts these routes
+    from agent_pm.api._rest import admin_of  # rest mounts these routes
 
     info = await admin_of(request).reset_quarantine(name, hook)
     return JSONResponse(PluginEnvelope(info), headers={"ETag": f'"{registry.revision}"'})

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from agent_pm.api.auth import READ_METHODS
-from agent_pm.api.errors import ErrorBody
+from agent_pm.api._auth import READ_METHODS
+from agent_pm.api._errors import ErrorBody
 
 __all__ = ["Operation", "build_document", "routes"]
 

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from agent_pm.api.errors import JSONResponse
-from agent_pm.api.openapi import Operation
+from agent_pm.api._errors import JSONResponse
+from agent_pm.api._openapi import Operation
 from agent_pm.plugins.cluster.report import NodeReport, NodeStatus
 
 __all__ = ["OPERATION", "ClusterView", "routes"]

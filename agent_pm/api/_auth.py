@@ -7,7 +7,7 @@ methods (and WebSocket handshakes, which only read) need the ``read`` role, ever
 accepts it (a public route). The caller lands in ``scope["state"]["caller"]`` (and its role in
 ``scope["state"]["role"]``) for the endpoints.
 
-Wrong keys are counted per client address (:class:`agent_pm.api.security.Throttle`): an address
+Wrong keys are counted per client address (:class:`agent_pm.api._security.Throttle`): an address
 that keeps guessing gets 429 with ``Retry-After`` for every key it sends, right or wrong, until
 its bucket drains. A key in the query string is refused outright, so keys never reach access logs.
 """
@@ -20,8 +20,8 @@ from typing import Literal
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent_pm.api.errors import deny
-from agent_pm.api.security import (
+from agent_pm.api._errors import deny
+from agent_pm.api._security import (
     ApiKeys,
     Caller,
     Role,

@@ -1,7 +1,7 @@
 """The REST endpoints: plugin administration, hook firing and health.
 
 Handlers are thin: read and validate the request, call one registry operation, encode its
-result. Errors propagate as exceptions and become responses in :mod:`agent_pm.api.errors`.
+result. Errors propagate as exceptions and become responses in :mod:`agent_pm.api._errors`.
 Bodies are read with a size bound (413 past it) and decoded into msgspec structs (400 when
 malformed); admin endpoints pass the ``If-Match`` revision to the registry (412 when stale).
 """
@@ -19,19 +19,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from agent_pm.api.errors import JSONResponse
-from agent_pm.api.figures import NODE_QUERY, shown_figures
-from agent_pm.api.health_routes import STATS_QUERY, plugin_stats, reset_quarantine
-from agent_pm.api.listing import LISTING_QUERY, list_plugins, query_window
-from agent_pm.api.openapi import Operation
-from agent_pm.api.reading import (
+from agent_pm.api._errors import JSONResponse
+from agent_pm.api._figures import NODE_QUERY, shown_figures
+from agent_pm.api._health_routes import STATS_QUERY, plugin_stats, reset_quarantine
+from agent_pm.api._listing import LISTING_QUERY, list_plugins, query_window
+from agent_pm.api._openapi import Operation
+from agent_pm.api._reading import (
     decode,
     decode_reason,
     expected_revision,
     query_int,
     read_body,
 )
-from agent_pm.api.schemas import (
+from agent_pm.api._schemas import (
     BusHealth,
     Catalogue,
     ConfigBody,
@@ -46,7 +46,7 @@ from agent_pm.api.schemas import (
     PluginStats,
     Removed,
 )
-from agent_pm.api.security import Caller
+from agent_pm.api._security import Caller
 from agent_pm.audit import CLI_USER_AGENT, Actor
 from agent_pm.audited import AuditedAdmin
 from agent_pm.errors import RevisionConflictError

@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from agent_pm.api.errors import JSONResponse
-from agent_pm.api.openapi import Operation
-from agent_pm.api.reading import natural, query_int
+from agent_pm.api._errors import JSONResponse
+from agent_pm.api._openapi import Operation
+from agent_pm.api._reading import natural, query_int
 from agent_pm.audit import AuditLog, AuditRecord
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "OPERATION", "AuditList", "parse_since", "routes"]

@@ -21,8 +21,8 @@ from starlette.datastructures import QueryParams
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agent_pm.api.errors import deny
-from agent_pm.api.security import same_origin
+from agent_pm.api._errors import deny
+from agent_pm.api._security import same_origin
 from agent_pm.plugins.bus import Bus, Lagged, Subscription
 from agent_pm.protocol import (
     GOING_AWAY,
@@ -33,7 +33,7 @@ from agent_pm.protocol import (
     Subscribe,
 )
 
-__all__ = ["close_all", "routes"]
+__all__ = ["close_streams", "routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def _live(app: Starlette) -> _Live:
     return live
 
 
-async def close_all(app: Starlette) -> None:
+async def close_streams(app: Starlette) -> None:
     """Close every stream connection of ``app`` with 1001 and wait until they are gone.
 
     A connection whose client stalls gives up its close after its ``send_timeout``; callers

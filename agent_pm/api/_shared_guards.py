@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from agent_pm.api.security import Throttle
-from agent_pm.api.session import SessionManager
+from agent_pm.api._security import Throttle
+from agent_pm.api._session import SessionManager
 
 if TYPE_CHECKING:
     from agent_pm.plugins.cluster.events import ClusterEvents

@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from agent_pm.api.openapi import Operation
-from agent_pm.api.reading import decode_reason, natural, read_body
-from agent_pm.api.rest import admin_of, registry_of, reply, safe_result
+from agent_pm.api._openapi import Operation
+from agent_pm.api._reading import decode_reason, natural, read_body
+from agent_pm.api._rest import admin_of, registry_of, reply, safe_result
 from agent_pm.errors import PluginNotFoundError
 from agent_pm.plugins.failures import Failure, FailureFilter, FailureState, StoreStats, parse_since
 from agent_pm.plugins.manifest import HookName
