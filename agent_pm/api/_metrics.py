@@ -109,6 +109,11 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _family(name: str, kind: str, help_text: str) -> str:
+    """The ``# HELP`` and ``# TYPE`` lines that open a metric family."""
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+
+
 def _labels(**labels: str) -> str:
     return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
 
@@ -116,7 +121,7 @@ def _labels(**labels: str) -> str:
 def _counters(plugins: list[PluginInfo]) -> Iterator[str]:
     for field, help_text in _COUNTERS:
         name = f"agent_pm_hook_{field}_total"
-        yield f"# HELP {name} {help_text}.\n# TYPE {name} counter\n"
+        yield _family(name, "counter", f"{help_text}.")
         for plugin in plugins:
             for hook, stats in plugin.hook_stats.items():
                 value = getattr(stats, field)
@@ -137,7 +142,7 @@ def _summed(histograms: HookHistograms, node: str | None) -> dict[tuple[str, str
 
 def _histograms(histograms: HookHistograms, node: str | None) -> Iterator[str]:
     name = "agent_pm_hook_duration_seconds"
-    yield f"# HELP {name} Hook invocation duration.\n# TYPE {name} histogram\n"
+    yield _family(name, "histogram", "Hook invocation duration.")
     for (plugin, hook), histogram in sorted(_summed(histograms, node).items()):
         cumulative = 0
         for bound, count in zip((*BUCKETS, "+Inf"), histogram.counts, strict=True):
@@ -147,47 +152,48 @@ def _histograms(histograms: HookHistograms, node: str | None) -> Iterator[str]:
         labels = _labels(plugin=plugin, hook=hook)
         yield f"{name}_sum{labels} {histogram.total}\n{name}_count{labels} {cumulative}\n"
     dropped = "agent_pm_metrics_dropped_samples_total"
-    yield f"# HELP {dropped} Samples the histogram subscriber missed.\n"
-    yield f"# TYPE {dropped} counter\n{dropped} {histograms.dropped}\n"
+    yield (
+        _family(dropped, "counter", "Samples the histogram subscriber missed.")
+        + f"{dropped} {histograms.dropped}\n"
+    )
 
 
 def _gauges(registry: PluginRegistry, plugins: list[PluginInfo]) -> Iterator[str]:
     active = "agent_pm_plugin_active"
-    yield f"# HELP {active} Whether the plugin is active (1) or not (0).\n"
-    yield f"# TYPE {active} gauge\n"
+    yield _family(active, "gauge", "Whether the plugin is active (1) or not (0).")
     for plugin in plugins:
         yield f"{active}{_labels(plugin=plugin.name)} {int(plugin.active)}\n"
     yield from _health(plugins)
     yield from _workers(plugins)
     yield from _loop_blocks(plugins)
     revision = "agent_pm_registry_revision"
-    yield f"# HELP {revision} Revision of the plugin registry.\n"
-    yield f"# TYPE {revision} gauge\n{revision} {registry.revision}\n"
+    yield (
+        _family(revision, "gauge", "Revision of the plugin registry.")
+        + f"{revision} {registry.revision}\n"
+    )
 
 
 def _health(plugins: list[PluginInfo]) -> Iterator[str]:
     """One-hot state gauges: exactly one series per plugin (or hook) is 1."""
     health = "agent_pm_plugin_health"
-    yield f"# HELP {health} Plugin health: 1 for its current state, 0 for the others.\n"
-    yield f"# TYPE {health} gauge\n"
+    yield _family(health, "gauge", "Plugin health: 1 for its current state, 0 for the others.")
     for plugin in plugins:
         for state in _HEALTH_STATES:
             labels = _labels(plugin=plugin.name, state=state)
             yield f"{health}{labels} {int(plugin.health.state == state)}\n"
     hook_health = "agent_pm_hook_health"
-    yield f"# HELP {hook_health} Hook health: 1 for its current state, 0 for the others.\n"
-    yield f"# TYPE {hook_health} gauge\n"
+    yield _family(hook_health, "gauge", "Hook health: 1 for its current state, 0 for the others.")
     for plugin in plugins:
         for hook, found in plugin.hook_health.items():
             for state in _HEALTH_STATES:
                 labels = _labels(plugin=plugin.name, hook=hook, state=state)
                 yield f"{hook_health}{labels} {int(found.state == state)}\n"
     breaker = "agent_pm_hook_quarantine"
-    yield f"# HELP {breaker} Hook circuit breaker: 1 for its current state, 0 for the others.\n"
-    yield f"# TYPE {breaker} gauge\n"
+    yield _family(
+        breaker, "gauge", "Hook circuit breaker: 1 for its current state, 0 for the others."
+    )
     trips = "agent_pm_hook_quarantine_trips"
-    trip_lines = [f"# HELP {trips} Times the breaker opened since it last closed.\n"]
-    trip_lines.append(f"# TYPE {trips} gauge\n")
+    trip_lines = [_family(trips, "gauge", "Times the breaker opened since it last closed.")]
     for plugin in plugins:
         for hook, info in plugin.quarantine.items():
             for state in _BREAKER_STATES:
@@ -200,23 +206,25 @@ def _health(plugins: list[PluginInfo]) -> Iterator[str]:
 def _workers(plugins: list[PluginInfo]) -> Iterator[str]:
     isolated, restarts = "agent_pm_plugin_isolated", "agent_pm_plugin_worker_restarts_total"
     promoted, promotions = "agent_pm_plugin_promoted", "agent_pm_plugin_promotions_total"
-    yield f"# HELP {isolated} Whether the plugin runs in a worker process (1) or inline (0).\n"
-    yield f"# TYPE {isolated} gauge\n"
+    yield _family(
+        isolated, "gauge", "Whether the plugin runs in a worker process (1) or inline (0)."
+    )
     for plugin in plugins:
         running = plugin.isolation.mode != "inline"
         yield f"{isolated}{_labels(plugin=plugin.name)} {int(running)}\n"
-    yield f"# HELP {restarts} Worker processes restarted after a crash, limit or timeout.\n"
-    yield f"# TYPE {restarts} counter\n"
+    yield _family(
+        restarts, "counter", "Worker processes restarted after a crash, limit or timeout."
+    )
     for plugin in plugins:
         if plugin.isolation.mode != "inline":
             count = plugin.isolation.restarts
             yield f"{restarts}{_labels(plugin=plugin.name)} {count}\n"
-    yield f"# HELP {promoted} Whether the platform moved the plugin to a worker process (1).\n"
-    yield f"# TYPE {promoted} gauge\n"
+    yield _family(
+        promoted, "gauge", "Whether the platform moved the plugin to a worker process (1)."
+    )
     for plugin in plugins:
         yield f"{promoted}{_labels(plugin=plugin.name)} {int(plugin.isolation.promoted)}\n"
-    yield f"# HELP {promotions} Moves of the plugin to a worker process by the platform.\n"
-    yield f"# TYPE {promotions} counter\n"
+    yield _family(promotions, "counter", "Moves of the plugin to a worker process by the platform.")
     for plugin in plugins:
         if plugin.isolation.declared == "auto":
             count = plugin.isolation.promotions
@@ -225,8 +233,9 @@ def _workers(plugins: list[PluginInfo]) -> Iterator[str]:
 
 def _loop_blocks(plugins: list[PluginInfo]) -> Iterator[str]:
     name = "agent_pm_loop_block_seconds"
-    yield f"# HELP {name} How long one step of an inline async handler held the event loop.\n"
-    yield f"# TYPE {name} histogram\n"
+    yield _family(
+        name, "histogram", "How long one step of an inline async handler held the event loop."
+    )
     for plugin in plugins:
         blocks = plugin.loop_blocks or {"hooks": {}, "bounds_ms": []}
         bounds = [f"{bound / 1000:g}" for bound in blocks["bounds_ms"]] + ["+Inf"]
@@ -243,8 +252,10 @@ def _loop_blocks(plugins: list[PluginInfo]) -> Iterator[str]:
 
 def _nodes(shown: Shown) -> Iterator[str]:
     name = "agent_pm_cluster_nodes"
-    yield f"# HELP {name} Cluster nodes whose figures these series sum.\n"
-    yield f"# TYPE {name} gauge\n{name} {len(shown.scope.nodes)}\n"
+    yield (
+        _family(name, "gauge", "Cluster nodes whose figures these series sum.")
+        + f"{name} {len(shown.scope.nodes)}\n"
+    )
 
 
 def render(registry: PluginRegistry, histograms: HookHistograms, shown: Shown | None = None) -> str:

@@ -51,6 +51,7 @@ from agent_pm.audit import CLI_USER_AGENT, Actor
 from agent_pm.audited import AuditedAdmin
 from agent_pm.errors import RevisionConflictError
 from agent_pm.plugins.dispatch import HookResult
+from agent_pm.plugins.info import PluginInfo
 from agent_pm.plugins.manifest import HookName
 from agent_pm.plugins.registry import PluginRegistry
 
@@ -147,32 +148,37 @@ async def disable(request: Request) -> Response:
 
 
 async def _set_enabled(request: Request, enabled: bool) -> Response:
-    name = request.path_params["name"]
-    revision = expected_revision(request)
-    metadata = await admin_of(request).set_enabled(name, enabled, revision=revision)
-    return reply(request, PluginEnvelope(metadata))
+    return await _changed(
+        request, lambda admin, name, revision: admin.set_enabled(name, enabled, revision=revision)
+    )
 
 
 async def reload_plugin(request: Request) -> Response:
-    name = request.path_params["name"]
-    revision = expected_revision(request)
-    metadata = await admin_of(request).reload_plugin(name, revision=revision)
-    return reply(request, PluginEnvelope(metadata))
+    return await _changed(
+        request, lambda admin, name, revision: admin.reload_plugin(name, revision=revision)
+    )
 
 
 async def update_config(request: Request) -> Response:
-    name = request.path_params["name"]
-    body = await decode(request, ConfigBody)
-    revision = expected_revision(request)
-    metadata = await admin_of(request).update_config(name, body.config, revision=revision)
-    return reply(request, PluginEnvelope(metadata))
+    config = (await decode(request, ConfigBody)).config
+    return await _changed(
+        request, lambda admin, name, revision: admin.update_config(name, config, revision=revision)
+    )
 
 
 async def set_isolation(request: Request) -> Response:
+    mode = (await decode(request, IsolationBody)).mode
+    return await _changed(
+        request, lambda admin, name, revision: admin.set_isolation(name, mode, revision=revision)
+    )
+
+
+async def _changed(
+    request: Request, change: Callable[[AuditedAdmin, str, int | None], Awaitable[PluginInfo]]
+) -> Response:
+    """Apply ``change`` to the plugin the path names, at the ``If-Match`` revision if given."""
     name = request.path_params["name"]
-    body = await decode(request, IsolationBody)
-    revision = expected_revision(request)
-    metadata = await admin_of(request).set_isolation(name, body.mode, revision=revision)
+    metadata = await change(admin_of(request), name, expected_revision(request))
     return reply(request, PluginEnvelope(metadata))
 
 

@@ -89,6 +89,16 @@ def _session(request: Request) -> Session | None:
     return session_from_scope(request.scope)
 
 
+def _admin_session(request: Request) -> Session | Response:
+    """The admin's session, else the answer for everyone else: log in first, or 403."""
+    session = _session(request)
+    if session is None:
+        return RedirectResponse("/login", 303)
+    if not session.is_admin:
+        return html(render("forbidden.html", session=session), 403)
+    return session
+
+
 async def overview_page(request: Request) -> Response:
     session = _session(request)
     if session is None:
@@ -205,11 +215,9 @@ async def install_section(registry: Any, session: Session, state: Any = None) ->
 
 async def activity_page(request: Request) -> Response:
     """``/dashboard/activity``: the audit log, newest first, for admins (as ``GET /audit``)."""
-    session = _session(request)
-    if session is None:
-        return RedirectResponse("/login", 303)
-    if not session.is_admin:
-        return html(render("forbidden.html", session=session), 403)
+    session = _admin_session(request)
+    if isinstance(session, Response):
+        return session
     filters = ActivityFilters.from_query(request.query_params)
     log = request.app.state.audit
     records = await log.read(None, SCAN_LIMIT if filters.active else FEED_ROWS)
@@ -228,11 +236,9 @@ async def activity_page(request: Request) -> Response:
 
 
 async def admin_page(request: Request) -> Response:
-    session = _session(request)
-    if session is None:
-        return RedirectResponse("/login", 303)
-    if not session.is_admin:
-        return html(render("forbidden.html", session=session), 403)
+    session = _admin_session(request)
+    if isinstance(session, Response):
+        return session
     return html(await admin_document(request.app.state.registry, session))
 
 
