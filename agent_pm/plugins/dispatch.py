@@ -16,6 +16,7 @@ task per handler; both backends produce identical results.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -255,9 +256,8 @@ class Dispatcher:
         budget: float | None,
     ) -> list[HookResult]:
         """Start every handler eagerly; only those that suspend are waited for, under timers."""
-        # The caller's deadline counts from now, when its budget was measured: the wait below
-        # can be long on a busy loop.
-        caller_deadline = None if budget is None else loop.time() + budget
+        # Taken now, before the wait below, which can be long on a busy loop.
+        caller_deadline = _caller_deadline(loop.time(), budget)
         # A scheduling and cancellation point first, as every fire on the anyio path is: a
         # caller already cancelled runs no handler, and a loop of fires never starves the
         # loop even when every handler returns at once.
@@ -373,7 +373,7 @@ class Dispatcher:
     async def _fire_anyio(
         self, hook: str, payload: dict[str, Any], targets: Sequence[Target], budget: float | None
     ) -> list[HookResult]:
-        caller_deadline = None if budget is None else anyio.current_time() + budget
+        caller_deadline = _caller_deadline(anyio.current_time(), budget)
         await anyio.lowlevel.checkpoint()
         results: list[HookResult | None] = [None] * len(targets)
         async with anyio.create_task_group() as group:
@@ -423,6 +423,15 @@ class Dispatcher:
             results[index] = self._timeout(target, hook, elapsed, limit, span)
         else:
             results[index] = self._result(target, hook, status, elapsed, value, error, span)
+
+
+def _caller_deadline(now: float, budget: float | None) -> float | None:
+    """When the caller's time runs out, on the loop's clock: its cancel scopes' own deadline
+    when that binds (exact, however long ago the budget was measured), else ``now + budget``."""
+    if budget is None:
+        return None
+    scopes = anyio.current_effective_deadline()  # -inf once cancelled: then no deadline known
+    return min(now + budget, scopes) if scopes > -math.inf else now + budget
 
 
 def _limit(target: Target, budget: float | None) -> float:
