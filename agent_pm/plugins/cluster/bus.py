@@ -175,10 +175,10 @@ class ClusterBus(Bus):
         if node != self.node:
             self.counters.received += len(messages)
         publish = super().publish
-        seq = last - len(messages)
+        # Defensive: the join step keeps the stream's numbers above this node's own.
+        seq = max(last - len(messages), self.seq)
         for message in messages:
-            # Defensive: the join step keeps the stream's numbers above this node's own.
-            seq = max(seq + 1, self.seq + 1)
+            seq += 1
             publish(_renumber(message, seq, node))
 
     def _publish_local(self, message: Message) -> None:
