@@ -62,8 +62,8 @@ class PluginMonitor:
         status, duration_ms = sample
         now = self.clock()
         tripped = False
-        if status in _RAN and self.quarantine.enabled:
-            breaker = self.breakers.get(hook) or self.breaker(hook)
+        if status in _RAN:
+            breaker = self.breaker(hook)
             if breaker is not None:
                 tripped = breaker.observe(now, status != "success")
         known = self.states.get(hook)

@@ -125,7 +125,7 @@ def latency_bin(duration_ms: float) -> int:
     return min(int(math.log(duration_ms / LATENCY_FLOOR_MS) * _BIN_SCALE) + 1, LATENCY_BINS - 1)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=64)  # one value per distinct plugin timeout
 def _slow_from(slow_ms: float) -> int:
     """The first counter column of the bins wholly above ``slow_ms``."""
     return _FIRST_BIN + latency_bin(slow_ms) + 1
