@@ -33,6 +33,7 @@ import msgspec
 
 from agent_pm.plugins import eager
 from agent_pm.plugins.context import deadline
+from agent_pm.plugins.loopblock import TimedCoroutine
 from agent_pm.plugins.loopcall import call_soon
 from agent_pm.plugins.redaction import NO_SECRETS, Redactor
 from agent_pm.plugins.telemetry import Status
@@ -70,11 +71,9 @@ class Target:
     redactor: Redactor = NO_SECRETS
     # What a refused call is recorded as: ``skipped`` (missing secrets) or ``quarantined``.
     skip_status: Status = "skipped"
-
-    def refusal(self) -> tuple[Status, str] | None:
-        """Why this call is not made at all, decided before anything starts: a status and
-        the reason recorded with it."""
-        return None if self.skip_reason is None else (self.skip_status, self.skip_reason)
+    # Records how long each step of an async handler holds the event loop (loop-block
+    # attribution); ``None`` when that is off or the plugin runs in its own process.
+    steps: eager.StepRecorder | None = None
 
     def start(self, payload: dict[str, Any]) -> Coroutine[Any, Any, Any]:
         """The coroutine that runs the handler (calling an async handler can raise TypeError)."""
@@ -190,6 +189,8 @@ class Dispatcher:
             status, value = "timeout", None
             error = f"handler ran {duration_ms:.0f} ms, past its {target.timeout:g} s timeout"
         error = self._record(target, hook, status, duration_ms, error)
+        if value is not None and target.redactor:
+            value = target.redactor.value(value)
         if span is not None:
             assert self._tracing is not None
             self._tracing.end(span, status, duration_ms, error)
@@ -222,11 +223,9 @@ class Dispatcher:
             return await self._fire_anyio(hook, payload, targets, budget)
         return await self._fire_asyncio(loop, hook, payload, targets, budget)
 
-    def _refuse(self, target: Target, hook: str) -> HookResult | None:
-        refusal = target.refusal()
-        if refusal is None:
-            return None
-        status, reason = refusal
+    def _refuse(self, target: Target, hook: str) -> HookResult:
+        """The result of a call refused before it starts (``target.skip_reason`` is set)."""
+        status, reason = target.skip_status, target.skip_reason
         span = (
             None
             if self._tracing is None
@@ -234,13 +233,8 @@ class Dispatcher:
         )
         return self._result(target, hook, status, 0.0, error=reason, span=span)
 
-    def _begin(self, target: Target, hook: str, end: float, context: Context | None) -> Any:
-        """Set up a handler's context: its deadline ``end`` (on ``time.monotonic()``'s clock)
-        and its span, which it returns (``None`` without tracing)."""
-        if context is None:
-            deadline.set(end)
-        else:
-            context.run(deadline.set, end)
+    def _span(self, target: Target, hook: str, context: Context | None) -> Any:
+        """The span of a handler's call, active in its ``context`` (``None`` without tracing)."""
         if self._tracing is None:
             return None
         span = self._tracing.start(target.plugin, hook, target.timeout)
@@ -266,27 +260,38 @@ class Dispatcher:
         caller = asyncio.current_task(loop)
         results: list[HookResult | None] = [None] * len(targets)
         running: list[Running] = []
-        for index, target in enumerate(targets):
-            refused = self._refuse(target, hook)
-            if refused is not None:
-                results[index] = refused
-                continue
-            limit = _limit(target, budget)
-            context = copy_context()
-            span = self._begin(target, hook, began_clock + limit, context)
-            started = time.perf_counter()
-            try:
-                coro = target.start(payload)
-                task = eager.start(loop, coro, context, target.plugin, caller)
-            except Exception as exc:
-                error = describe(exc)
-                results[index] = self._result(target, hook, "error", 0.0, error=error, span=span)
-                continue
-            if isinstance(task, eager.Finished):
-                elapsed = (time.perf_counter() - started) * 1000
-                results[index] = self._finished(target, hook, task, elapsed, span)
-            else:
-                running.append(Running(index, target, task, limit, span))
+        # Each handler's context is a copy of the caller's taken while ``deadline`` holds the
+        # handler's end: set once per distinct end, and restored before anything can suspend.
+        restore, end = None, math.nan
+        try:
+            for index, target in enumerate(targets):
+                if target.skip_reason is not None:
+                    results[index] = self._refuse(target, hook)
+                    continue
+                limit = _limit(target, budget)
+                if began_clock + limit != end:
+                    end = began_clock + limit
+                    token = deadline.set(end)
+                    restore = restore or token
+                context = copy_context()
+                span = None if self._tracing is None else self._span(target, hook, context)
+                started = time.perf_counter()
+                try:
+                    coro = target.start(payload)
+                    task = eager.start(loop, coro, context, target.plugin, caller, target.steps)
+                except Exception as exc:
+                    error = describe(exc)
+                    result = self._result(target, hook, "error", 0.0, error=error, span=span)
+                    results[index] = result
+                    continue
+                if isinstance(task, eager.Finished):
+                    elapsed = (time.perf_counter() - started) * 1000
+                    results[index] = self._finished(target, hook, task, elapsed, span)
+                else:
+                    running.append(Running(index, target, task, limit, span))
+        finally:
+            if restore is not None:
+                deadline.reset(restore)
         if running:
             await self._wait(loop, began, began_counter, hook, running, results, caller_deadline)
         return results  # type: ignore[return-value]
@@ -366,7 +371,7 @@ class Dispatcher:
     ) -> HookResult:
         error = finished.error
         if error is None:
-            return self._result(target, hook, "success", elapsed, value=finished.value, span=span)
+            return self._result(target, hook, "success", elapsed, finished.value, None, span)
         text = "cancelled" if isinstance(error, asyncio.CancelledError) else describe(error)
         return self._result(target, hook, "error", elapsed, error=text, span=span)
 
@@ -378,9 +383,8 @@ class Dispatcher:
         results: list[HookResult | None] = [None] * len(targets)
         async with anyio.create_task_group() as group:
             for index, target in enumerate(targets):
-                refused = self._refuse(target, hook)
-                if refused is not None:
-                    results[index] = refused
+                if target.skip_reason is not None:
+                    results[index] = self._refuse(target, hook)
                 else:
                     start = partial(self._run_one, hook, payload, target, results, index)
                     group.start_soon(start, budget, caller_deadline)
@@ -397,14 +401,18 @@ class Dispatcher:
         caller_deadline: float | None,
     ) -> None:
         limit = _limit(target, budget)
-        span = self._begin(target, hook, time.monotonic() + limit, None)
+        deadline.set(time.monotonic() + limit)
+        span = self._span(target, hook, None)
         started = time.perf_counter()
         status: Status = "success"
         value = error = None
         try:
             with anyio.move_on_after(limit) as scope:
                 try:
-                    value = await target.start(payload)
+                    coro = target.start(payload)
+                    value = await (
+                        coro if target.steps is None else TimedCoroutine(coro, target.steps)
+                    )
                 except TimeoutError as exc:  # an isolated plugin's worker killed at a timeout
                     status, error = "timeout", str(exc)
                 except Exception as exc:

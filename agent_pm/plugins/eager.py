@@ -6,17 +6,28 @@ current task and in the task's own context, exactly as its later steps do, so ca
 locks and context variables set in the first step belong to the handler, not to the caller.
 Python 3.12 offers this as ``asyncio.Task(..., eager_start=True)``; on 3.11 the same algorithm
 runs on asyncio's pure-Python task class.
+
+Given a ``steps`` recorder (loop-block attribution), every step the task runs is timed into it:
+on 3.11 by the task itself, so a handler that ends in its first step costs two clock reads and
+one call; on 3.12 through a :class:`~agent_pm.plugins.loopblock.TimedCoroutine`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from contextvars import Context
 from typing import Any, NamedTuple
 
-__all__ = ["Finished", "start"]
+from agent_pm.plugins.loopblock import TimedCoroutine
+
+__all__ = ["Finished", "StepRecorder", "start"]
+
+# Takes the milliseconds one step of a handler held the event loop.
+StepRecorder = Callable[[float], None]
+_clock = time.perf_counter
 
 
 class Finished(NamedTuple):
@@ -38,6 +49,7 @@ if sys.version_info < (3, 12):
             loop: asyncio.AbstractEventLoop,
             context: Context,
             name: str,
+            steps: StepRecorder | None,
         ) -> None:
             # What Future.__init__ and Task.__init__ set, minus the scheduling; a task that
             # finishes in its first step is dropped while formally pending, so it must not
@@ -51,11 +63,24 @@ if sys.version_info < (3, 12):
             self._coro = coro
             self._context = context
             self._log_destroy_pending = False
+            self._steps = steps
 
         def __del__(self) -> None:
             # Most of these tasks end in their first step and never become futures in use.
             if self._log_destroy_pending:
                 super().__del__()
+
+        def _Task__step(self, exc: BaseException | None = None) -> None:
+            """One step after the first, timed when there is a recorder."""
+            steps = self._steps
+            if steps is None:
+                super()._Task__step(exc)
+                return
+            started = _clock()
+            try:
+                super()._Task__step(exc)
+            finally:
+                steps((_clock() - started) * 1000)
 
         def adopt(self, result: Any) -> None:
             """Go on as a scheduled task after the first step yielded ``result``.
@@ -89,13 +114,17 @@ def start(
     context: Context,
     name: str,
     caller: asyncio.Task[Any] | None,
+    steps: StepRecorder | None = None,
 ) -> asyncio.Task[Any] | Finished:
     """Run ``coro``'s first step in a new task: what it ended with, or the pending task.
 
     ``caller`` is the task running now (``asyncio.current_task()``), passed in because a
-    fan-out starts many tasks from one caller.
+    fan-out starts many tasks from one caller; ``steps`` records how long each step held the
+    loop.
     """
     if sys.version_info >= (3, 12):  # pragma: no cover - the interpreter's own eager tasks
+        if steps is not None:
+            coro = TimedCoroutine(coro, steps)
         native = asyncio.Task(coro, loop=loop, name=name, context=context, eager_start=True)
         if not native.done():
             return native
@@ -106,11 +135,12 @@ def start(
             if native.exception() is None
             else Finished(None, native.exception())
         )
-    task = _EagerTask(coro, loop, context, name)
+    task = _EagerTask(coro, loop, context, name, steps)
     # asyncio allows making a task current only while no task is.
     if caller is not None:
         tasks._leave_task(loop, caller)
     tasks._enter_task(loop, task)
+    started = _clock()
     try:
         result = context.run(coro.send, None)
     except StopIteration as stop:
@@ -122,6 +152,8 @@ def start(
     except BaseException as exc:
         return Finished(None, exc)
     finally:
+        if steps is not None:
+            steps((_clock() - started) * 1000)
         tasks._leave_task(loop, task)
         if caller is not None:
             tasks._enter_task(loop, caller)

@@ -22,7 +22,6 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
-import msgspec
 
 from agent_pm.audit import AuditLog
 from agent_pm.errors import (
@@ -394,7 +393,6 @@ class PluginRegistry(AdminOperations, Emitter):
             table.leave()
             if task is not None:
                 self._calls.pop(task, None)
-        results = [_redacted(r, target) for r, target in zip(results, targets, strict=True)]
         if self.failures.recording:
             self.failures.note(hook, payload, results, self.revision)
         return results
@@ -428,7 +426,7 @@ class PluginRegistry(AdminOperations, Emitter):
             (result,) = await self._dispatcher.fire(hook, payload, (target,), context.budget(None))
         finally:
             table.leave()
-        return _redacted(result, target)
+        return result
 
     def _admit(self, hook: str, targets: tuple[Target, ...]) -> tuple[Target, ...]:
         """``targets`` with those whose breaker is open answered ``quarantined``, unrun."""
@@ -641,13 +639,6 @@ def _root_call_task(chain: _Chain) -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
-
-
-def _redacted(result: HookResult, target: Target) -> HookResult:
-    """``result`` with its value's strings redacted by the calling instance's secrets."""
-    if not target.redactor or result.value is None:
-        return result
-    return msgspec.structs.replace(result, value=target.redactor.value(result.value))
 
 
 def _seconds(timeout: object) -> float | None:

@@ -14,7 +14,6 @@ import anyio
 
 from agent_pm.plugins.dispatch import Target
 from agent_pm.plugins.isolated import IsolatedPlugin
-from agent_pm.plugins.loopblock import timed
 from agent_pm.plugins.record import PluginRecord
 
 __all__ = ["DispatchTable"]
@@ -73,8 +72,8 @@ def _targets_of(record: PluginRecord) -> Iterable[tuple[str, Target]]:
     for hook in record.hooks:
         handler = getattr(record.instance, hook)
         is_async = inspect.iscoroutinefunction(handler)
-        if is_async and record.loop_blocks is not None and not isolated:
-            handler = timed(handler, record.loop_blocks, hook)
+        blocks = record.loop_blocks
+        steps = blocks.steps(hook) if is_async and blocks is not None and not isolated else None
         yield (
             hook,
             Target(
@@ -85,5 +84,6 @@ def _targets_of(record: PluginRecord) -> Iterable[tuple[str, Target]]:
                 record.limiter,
                 skip,
                 record.secrets.redactor,
+                steps=steps,
             ),
         )
