@@ -19,6 +19,8 @@ __all__ = ["PluginMonitor"]
 
 _RAN: frozenset[Status] = frozenset(("success", "error", "timeout"))
 _QUIET: frozenset[HealthState] = frozenset(("idle", "healthy"))
+_UNKNOWN: tuple[HealthState, float] = ("idle", 0.0)
+_UNCHANGED = (False, False)
 
 
 class PluginMonitor:
@@ -66,15 +68,13 @@ class PluginMonitor:
             breaker = self.breaker(hook)
             if breaker is not None:
                 tripped = breaker.observe(now, status != "success")
-        known = self.states.get(hook)
         if (
             not tripped
             and status == "success"
             and duration_ms <= slow_ms
-            and known is not None
-            and known[0] == "healthy"
+            and self.states.get(hook, _UNKNOWN)[0] == "healthy"
         ):
-            return False, False  # a quick success cannot make a healthy hook any worse
+            return _UNCHANGED  # a quick success cannot make a healthy hook any worse
         state = self._classify(hook, window.recent(slow_ms), skipping)
         return self._set(hook, state, now), tripped
 

@@ -125,17 +125,20 @@ class Breaker:
 
     def observe(self, now: float, failed: bool) -> bool:
         """Count one call that ran; returns whether the breaker changed state."""
-        if self.state == "probing":
-            if failed:
-                cooldown = min(self.cooldown * 2, self.settings.max_cooldown_seconds)
-                self.reason = f"the probe call failed; quarantined again for {cooldown:g} s"
-                self._open(now, cooldown)
-            else:
-                self.reset()
-            return True
-        if self.state == "open":
-            return False  # a call that started before the breaker opened
-        self._count(int(now // BUCKET_SECONDS), failed)
+        if self.state != "closed":
+            return self._observe_opened(now, failed)
+        index = int(now // BUCKET_SECONDS)
+        buckets = self._buckets
+        if not buckets or buckets[-1][0] < index:
+            self._start(index)
+        bucket = buckets[-1]
+        bucket[1] += 1
+        self._ran += 1
+        if failed:
+            bucket[2] += 1
+            self._failed += 1
+        elif not self._failed:
+            return False  # nothing failed in the window: nothing to weigh
         settings = self.settings
         if self._ran >= settings.min_calls and self._failed >= settings.failure_ratio * self._ran:
             self.reason = (
@@ -146,15 +149,18 @@ class Breaker:
             return True
         return False
 
-    def _count(self, index: int, failed: bool) -> None:
-        buckets = self._buckets
-        if not buckets or buckets[-1][0] < index:
-            self._start(index)
-        bucket = buckets[-1]
-        bucket[1] += 1
-        bucket[2] += failed
-        self._ran += 1
-        self._failed += failed
+    def _observe_opened(self, now: float, failed: bool) -> bool:
+        """A call that ran while the breaker was not closed: a probe, or one that started
+        before it opened (not counted)."""
+        if self.state == "probing":
+            if failed:
+                cooldown = min(self.cooldown * 2, self.settings.max_cooldown_seconds)
+                self.reason = f"the probe call failed; quarantined again for {cooldown:g} s"
+                self._open(now, cooldown)
+            else:
+                self.reset()
+            return True
+        return False
 
     def _start(self, index: int) -> None:
         """Open bucket ``index``, dropping the buckets that left the window."""
