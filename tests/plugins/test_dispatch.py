@@ -232,3 +232,20 @@ async def test_dispatch_fire_is_a_checkpoint_even_when_every_handler_returns_at_
             scope.cancel()
             await registry.fire("step")
         assert len(registry.history("return")["step"]) == calls  # cancelled: nothing ran
+
+
+async def test_dispatch_times_every_step_alike_on_both_backends(registry_factory, entry) -> None:
+    # Eager tasks time their own steps on asyncio; trio's tasks drive a timed coroutine.
+    blocker = entry("LoopBlocker", name="loop_blocker").replace(
+        "tests.fixtures.plugins", "tests.fixtures.isolated_plugins"
+    )
+    async with registry_factory(blocker, entry("Echo")) as registry:
+        for _ in range(3):
+            await registry.fire("post_plan", seconds=0.02)
+        blocks = plain(registry.metadata_for("loop_blocker"))["loop_blocks"]
+        echo = plain(registry.metadata_for("echo"))["loop_blocks"]["hooks"]["post_plan"]
+    seen = blocks["hooks"]["post_plan"]
+    assert seen["steps"] == 9  # three calls: resume, checkpoint, checkpoint
+    assert sum(seen["counts"]) == 9 and seen["max_ms"] >= 20
+    assert blocks["worst"][0]["ms"] >= 20
+    assert echo["steps"] == 3
