@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import anyio
 import anyio.to_thread
@@ -50,9 +50,21 @@ from agent_pm.plugins.store import ManifestStore
 from agent_pm.plugins.windows import RECENT_WINDOW, WindowName
 from agent_pm.settings import Settings
 
-__all__ = ["AdminOperations"]
+__all__ = ["AdminOperations", "InstallOptions"]
 
 BUILTIN_PACKAGE = "agent_pm.plugins.builtin"
+
+
+class InstallOptions(TypedDict, total=False):
+    """What an install may set besides the module: the entry's name (default: the class's),
+    whether it starts enabled (default: no), its description and config, and the manifest
+    revision the change is based on."""
+
+    name: str | None
+    enabled: bool
+    description: str | None
+    config: dict[str, Any] | None
+    revision: int | None
 
 
 class AdminOperations:
@@ -112,20 +124,8 @@ class AdminOperations:
             finally:
                 self._started = []
 
-    async def _candidate(
-        self,
-        item: ManifestItem,
-        previous: PluginRecord | None,
-        cls: type[PluginBase] | None = None,
-        sent: dict[str, Any] | None = None,
-        moved: Placement | None = None,
-    ) -> PluginRecord:
-        """A validated candidate record for ``item``, started if its entry is enabled.
-
-        ``sent`` is the config an admin write gave; the secret binding is checked against it.
-        ``moved`` is a new placement for it (a move in or out of process).
-        """
-        candidate = self._validated(item, previous, cls, sent, moved)
+    async def _enabled(self, candidate: PluginRecord) -> PluginRecord:
+        """``candidate``, started if its entry is enabled."""
         if candidate.entry is not None and candidate.entry.enabled:
             await self._start(candidate)
         return candidate
@@ -138,6 +138,11 @@ class AdminOperations:
         sent: dict[str, Any] | None = None,
         moved: Placement | None = None,
     ) -> PluginRecord:
+        """A validated candidate record for ``item``, not started.
+
+        ``sent`` is the config an admin write gave; the secret binding is checked against it.
+        ``moved`` is a new placement for it (a move in or out of process).
+        """
         candidate = self._life.load(item, previous, cls, moved)
         assert item.entry is not None and candidate.cls is not None
         if sent is not None:
@@ -196,7 +201,7 @@ class AdminOperations:
                 return record.metadata()
             manifest = self._editable_manifest()
             item = manifest.set(name, enabled=enabled)
-            candidate = await self._candidate(item, record)
+            candidate = await self._enabled(self._validated(item, record))
             await self._commit(self._with(name, candidate), manifest)
             return candidate.metadata()
 
@@ -213,7 +218,7 @@ class AdminOperations:
             full = unmask_config(config, record.entry.config)
             manifest = self._editable_manifest()
             item = manifest.set(name, config=to_plain(full))
-            candidate = await self._candidate(item, record, sent=config)
+            candidate = await self._enabled(self._validated(item, record, sent=config))
             await self._commit(self._with(name, candidate), manifest)
             return candidate.metadata()
 
@@ -232,7 +237,7 @@ class AdminOperations:
                 )
             try:
                 with fresh_import(entry.module) as cls:
-                    candidate = await self._candidate(record.item, record, cls)
+                    candidate = await self._enabled(self._validated(record.item, record, cls))
                     if candidate.instance is not None:
                         await self._life.call(candidate, candidate.instance, "on_reload")
             except AgentPMError as exc:
@@ -272,7 +277,7 @@ class AdminOperations:
                 record.placement = moved
                 self._changed([record])
                 return record.metadata()
-            candidate = await self._candidate(record.item, record, moved=moved)
+            candidate = await self._enabled(self._validated(record.item, record, moved=moved))
             await self._commit(self._with(name, candidate), None)
             return candidate.metadata()
 
@@ -286,15 +291,7 @@ class AdminOperations:
             await self._commit(updated, manifest)
 
     async def install(
-        self,
-        module: str,
-        *,
-        name: str | None = None,
-        enabled: bool = False,
-        description: str | None = None,
-        config: dict[str, Any] | None = None,
-        revision: int | None = None,
-        trusted: bool = False,
+        self, module: str, *, trusted: bool = False, **options: Unpack[InstallOptions]
     ) -> PluginInfo:
         """Add a manifest entry for the plugin class at ``module`` (``pkg.mod:Class``).
 
@@ -303,20 +300,22 @@ class AdminOperations:
         The entry is validated before anything is written. If enabling fails, the entry is
         still saved, disabled, with the error recorded.
         """
-        async with self._admin(revision):
+        async with self._admin(options.get("revision")):
             if not trusted:
                 self._check_install_allowed(module)
             manifest = self._editable_manifest()
             cls = import_plugin_class(module)
-            plugin_name = name or cls.name
+            plugin_name = options.get("name") or cls.name
             if not plugin_name:
                 raise PluginLoadError(f"{module} declares no name; pass one")
             if plugin_name in self._records:
                 raise PluginExistsError(f"a plugin named {plugin_name!r} already exists")
-            raw: dict[str, Any] = {"name": plugin_name, "module": module, "enabled": enabled}
+            raw: dict[str, Any] = {"name": plugin_name, "module": module}
+            raw["enabled"] = options.get("enabled", False)
+            description = options.get("description")
             raw["description"] = description if description is not None else cls.description
             # No `hooks` key: the entry follows the class's hooks, also after an upgrade.
-            raw["config"] = dict(config or {})
+            raw["config"] = dict(options.get("config") or {})
             item = manifest.add(raw)
             candidate = await self._installed(manifest, item, raw["config"])
             await self._commit(self._with(plugin_name, candidate), manifest)
@@ -343,14 +342,7 @@ class AdminOperations:
         return await anyio.to_thread.run_sync(discover_plugins, configured)
 
     async def install_entry_point(
-        self,
-        entry_point: str,
-        *,
-        name: str | None = None,
-        enabled: bool = False,
-        description: str | None = None,
-        config: dict[str, Any] | None = None,
-        revision: int | None = None,
+        self, entry_point: str, **options: Unpack[InstallOptions]
     ) -> PluginInfo:
         """Install the plugin an entry point of the catalogue names; trusted, as it is installed."""
         catalogue = await self.discover_plugins()
@@ -359,15 +351,7 @@ class AdminOperations:
             raise PluginNotFoundError(f"no installed entry point named {entry_point!r}")
         if found.error is not None:
             raise PluginLoadError(f"entry point {entry_point!r} is broken: {found.error}")
-        return await self.install(
-            found.module,
-            name=name,
-            enabled=enabled,
-            description=description,
-            config=config,
-            revision=revision,
-            trusted=True,
-        )
+        return await self.install(found.module, trusted=True, **options)
 
     def _check_install_allowed(self, module: str) -> None:
         module_name = module.partition(":")[0]
