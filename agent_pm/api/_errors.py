@@ -19,8 +19,9 @@ import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from agent_pm.api._http_middleware import HttpMiddleware
 from agent_pm.errors import (
     AgentPMError,
     ClusterUnavailableError,
@@ -167,20 +168,14 @@ def exception_handlers() -> dict[Any, Any]:
     return {AgentPMError: _platform_error, HTTPException: _http_error}
 
 
-class CatchAllMiddleware:
+class CatchAllMiddleware(HttpMiddleware):
     """Turn an unexpected exception into a logged JSON 500.
 
     Once a response has started, an error response is impossible; the exception goes on to the
     server, which aborts the connection so the client cannot take a truncated body as whole.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracking_send(message: Message) -> None:
