@@ -265,12 +265,18 @@ def _discover(args: argparse.Namespace, client: AdminClient, out: TextIO, err: T
     return 0
 
 
-def _report(args: argparse.Namespace, verb: str, metadata: dict[str, Any], out: TextIO) -> int:
+def _answer(args: argparse.Namespace, data: Any, line: str, out: TextIO) -> int:
+    """Print ``data`` as JSON with ``--json``, else the one ``line`` that sums it up."""
     if args.json:
-        _print_json(metadata, out)
+        _print_json(data, out)
     else:
-        out.write(f"{verb} {metadata['name']} (state: {metadata['state']})\n")
+        out.write(line + "\n")
     return 0
+
+
+def _report(args: argparse.Namespace, verb: str, metadata: dict[str, Any], out: TextIO) -> int:
+    line = f"{verb} {metadata['name']} (state: {metadata['state']})"
+    return _answer(args, metadata, line, out)
 
 
 def _enable(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
@@ -285,11 +291,7 @@ def _reload(args: argparse.Namespace, client: AdminClient, out: TextIO, err: Tex
     data = client.reload(args.name)
     if args.name is not None:
         return _report(args, "reloaded", data["plugin"], out)
-    if args.json:
-        _print_json(data, out)
-    else:
-        out.write(f"reloaded the manifest: {len(data['plugins'])} plugin(s)\n")
-    return 0
+    return _answer(args, data, f"reloaded the manifest: {len(data['plugins'])} plugin(s)", out)
 
 
 def _update(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
@@ -312,11 +314,7 @@ def _install(args: argparse.Namespace, client: AdminClient, out: TextIO, err: Te
 
 def _remove(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
     removed = client.remove(args.name)
-    if args.json:
-        _print_json({"removed": removed}, out)
-    else:
-        out.write(f"removed {removed}\n")
-    return 0
+    return _answer(args, {"removed": removed}, f"removed {removed}", out)
 
 
 def _query(args: argparse.Namespace) -> FailureQuery:
@@ -469,12 +467,9 @@ def _scope_line(scope: dict[str, Any] | None) -> str:
 
 def _quarantine(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:
     metadata = client.reset_quarantine(args.name, args.hook)
-    if args.json:
-        _print_json(metadata, out)
-    else:
-        scope = f"{args.name}.{args.hook}" if args.hook else args.name
-        out.write(f"reset quarantine of {scope} (health: {metadata['health']['state']})\n")
-    return 0
+    scope = f"{args.name}.{args.hook}" if args.hook else args.name
+    line = f"reset quarantine of {scope} (health: {metadata['health']['state']})"
+    return _answer(args, metadata, line, out)
 
 
 def _isolate(args: argparse.Namespace, client: AdminClient, out: TextIO, err: TextIO) -> int:

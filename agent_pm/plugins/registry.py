@@ -450,26 +450,18 @@ class PluginRegistry(AdminOperations, Emitter):
         chain: _Chain,
         seconds: float | None,
     ) -> bool:
+        """Fire ``hook`` in the background: the caller's request id, a budget of its own."""
         rid = context.request_id.get()
-        return self._background.start(
-            self._run_background, hook, payload, source, chain, seconds, rid
-        )
 
-    async def _run_background(
-        self,
-        hook: str,
-        payload: dict[str, Any],
-        source: str | None,
-        chain: _Chain,
-        seconds: float | None,
-        rid: str | None,
-    ) -> None:
-        _chain.set(chain)
-        context.request_id.set(rid)
-        context.deadline.set(None)
-        # Cancelled by cancel_calls, the error has no caller: its handlers' samples say so.
-        with contextlib.suppress(ShuttingDownError):
-            await self._dispatch(hook, payload, source, chain, context.budget(seconds))
+        async def run() -> None:
+            _chain.set(chain)
+            context.request_id.set(rid)
+            context.deadline.set(None)
+            # Cancelled by cancel_calls, the error has no caller: its handlers' samples say so.
+            with contextlib.suppress(ShuttingDownError):
+                await self._dispatch(hook, payload, source, chain, context.budget(seconds))
+
+        return self._background.start(run)
 
     def _record_sample(
         self, target: Target, hook: str, status: Status, duration_ms: float, error: str | None
