@@ -238,7 +238,8 @@ class Dispatcher:
         if self._tracing is None:
             return None
         span = self._tracing.start(target.plugin, hook, target.timeout)
-        self._tracing.activate(span, context)
+        if span is not None:
+            self._tracing.activate(span, context)
         return span
 
     async def _fire_asyncio(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from contextvars import Context
+from contextvars import Context, ContextVar
 from typing import TYPE_CHECKING, Any
 
 from agent_pm.plugins.context import request_id
@@ -24,6 +24,9 @@ __all__ = ["Tracing", "tracing_for"]
 
 SCOPE = "agent_pm.plugins"
 FAILED = frozenset({"error", "timeout", "deadline"})
+# Whether the current hook call's span records: when it does not (no SDK configured, or the call
+# sampled out), its handlers' spans would not either, and are not made.
+_recording: ContextVar[bool] = ContextVar("agent_pm_span_recording", default=True)
 
 
 class Tracing:
@@ -50,10 +53,17 @@ class Tracing:
             attributes["agent_pm.request_id"] = rid
         name = f"emit {hook}" if source is not None else f"fire {hook}"
         with self._tracer.start_as_current_span(name, attributes=attributes) as span:
-            yield span
+            token = _recording.set(span.is_recording())
+            try:
+                yield span
+            finally:
+                _recording.reset(token)
 
-    def start(self, plugin: str, hook: str, timeout: float) -> Span:
-        """A handler's span, a child of the current one."""
+    def start(self, plugin: str, hook: str, timeout: float) -> Span | None:
+        """A handler's span, a child of the current one; ``None`` when the current span records
+        nothing (no SDK configured, or the call sampled out), as its children would not either."""
+        if not _recording.get():
+            return None
         attributes: dict[str, Any] = {
             "agent_pm.plugin": plugin,
             "agent_pm.hook": hook,

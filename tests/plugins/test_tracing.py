@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
 from agent_pm.plugins import context
@@ -121,6 +122,39 @@ async def test_span_error_text_is_redacted(registry_factory, entry, spans: Spans
     assert span.status.description is not None
     assert "s3cret-canary-token" not in span.status.description
     assert "s3cret-canary-token" not in str(span.events[0].attributes)
+
+
+class CountingSampler(Sampler):
+    """Samples every span (or none) and counts the spans asked about, by name."""
+
+    def __init__(self, record: bool) -> None:
+        self.decision = Decision.RECORD_AND_SAMPLE if record else Decision.DROP
+        self.asked: list[str] = []
+
+    def should_sample(self, parent_context, trace_id, name, *args, **kwargs) -> SamplingResult:
+        self.asked.append(name)
+        return SamplingResult(self.decision)
+
+    def get_description(self) -> str:
+        return "counting"
+
+
+@pytest.mark.parametrize("record", [True, False])
+async def test_handler_spans_are_made_only_under_a_recording_call(
+    registry_factory, entry, record: bool
+) -> None:
+    # A call span that records nothing (sampled out, or no SDK at all) has children that would
+    # record nothing either: they are not made, so tracing costs no more than one span per call.
+    sampler = CountingSampler(record)
+    provider = TracerProvider(sampler=sampler)
+    entries = [entry("Echo", name=f"echo{i}") for i in range(3)]
+    async with registry_factory(*entries, tracer_provider=provider) as registry:
+        results = await registry.fire("post_plan", x=1)
+    assert [r.status for r in results] == ["success"] * 3
+    handlers = [f"post_plan echo{i}" for i in range(3)] if record else []
+    # trio's tasks start the handlers' spans in any order.
+    assert sampler.asked[0] == "fire post_plan" and sorted(sampler.asked[1:]) == handlers
+    provider.shutdown()
 
 
 def test_platform_works_without_opentelemetry(tmp_path) -> None:
