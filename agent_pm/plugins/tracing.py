@@ -37,6 +37,8 @@ class Tracing:
 
         self._tracer = trace.get_tracer(SCOPE, tracer_provider=provider)
         self._attach = context.attach
+        self._detach = context.detach
+        self._status = trace.Status
         self._in_context = trace.set_span_in_context
         self._error = trace.StatusCode.ERROR
 
@@ -52,12 +54,21 @@ class Tracing:
         if rid is not None:
             attributes["agent_pm.request_id"] = rid
         name = f"emit {hook}" if source is not None else f"fire {hook}"
-        with self._tracer.start_as_current_span(name, attributes=attributes) as span:
-            token = _recording.set(span.is_recording())
-            try:
-                yield span
-            finally:
-                _recording.reset(token)
+        # What ``start_as_current_span`` does, without its three layers of context managers.
+        span = self._tracer.start_span(name, attributes=attributes)
+        recording = span.is_recording()
+        token, flag = self._attach(self._in_context(span)), _recording.set(recording)
+        try:
+            yield span
+        except Exception as exc:
+            if recording:
+                span.record_exception(exc)
+                span.set_status(self._status(self._error, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            _recording.reset(flag)
+            self._detach(token)
+            span.end()
 
     def start(self, plugin: str, hook: str, timeout: float) -> Span | None:
         """A handler's span, a child of the current one; ``None`` when the current span records

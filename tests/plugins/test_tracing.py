@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -15,6 +16,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
 from agent_pm.plugins import context
+from agent_pm.plugins.tracing import Tracing
 from tests.plugins.test_dispatch import steppers
 
 pytestmark = pytest.mark.anyio
@@ -122,6 +124,19 @@ async def test_span_error_text_is_redacted(registry_factory, entry, spans: Spans
     assert span.status.description is not None
     assert "s3cret-canary-token" not in span.status.description
     assert "s3cret-canary-token" not in str(span.events[0].attributes)
+
+
+def test_a_call_that_raises_ends_its_span_with_the_error(spans: Spans) -> None:
+    tracing = Tracing(spans.provider)
+    with pytest.raises(RuntimeError), tracing.call("post_plan", "relay", 2.0):
+        assert trace.get_current_span().is_recording()
+        raise RuntimeError("boom")
+    assert not trace.get_current_span().is_recording()  # the caller's context is back
+    span = spans.named("emit post_plan")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "RuntimeError: boom"
+    assert [event.name for event in span.events] == ["exception"]
+    assert span.attributes is not None and span.attributes["agent_pm.budget_s"] == 2.0
 
 
 class CountingSampler(Sampler):
