@@ -264,6 +264,7 @@ class Dispatcher:
         # Each handler's context is a copy of the caller's taken while ``deadline`` holds the
         # handler's end: set once per distinct end, and restored before anything can suspend.
         restore, end = None, math.nan
+        traced = self._tracing is not None and self._tracing.recording()
         try:
             for index, target in enumerate(targets):
                 if target.skip_reason is not None:
@@ -275,7 +276,7 @@ class Dispatcher:
                     token = deadline.set(end)
                     restore = restore or token
                 context = copy_context()
-                span = None if self._tracing is None else self._span(target, hook, context)
+                span = self._span(target, hook, context) if traced else None
                 started = time.perf_counter()
                 try:
                     coro = target.start(payload)

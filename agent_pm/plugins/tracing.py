@@ -70,6 +70,10 @@ class Tracing:
             self._detach(token)
             span.end()
 
+    def recording(self) -> bool:
+        """Whether the current hook call's span records (handlers' spans are made only then)."""
+        return _recording.get()
+
     def start(self, plugin: str, hook: str, timeout: float) -> Span | None:
         """A handler's span, a child of the current one; ``None`` when the current span records
         nothing (no SDK configured, or the call sampled out), as its children would not either."""
